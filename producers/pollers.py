@@ -1,0 +1,242 @@
+"""One poller per (system, entity) pair, run by beat: read what changed since the watermark, enqueue, advance.
+
+- Customerp: the change feed (`updated_since` + cursor, ordered by (updated_at, id), tombstones included).
+- Wave: `modifiedAtAfter` with `sort: [MODIFIED_AT_ASC]`, read keyset-style (always page 1 after the newest
+  timestamp seen) so records edited during the run cannot shift an unread record out of view.
+Each run starts an overlap window before the watermark (clock skew, equal timestamps); the watermark moves
+only after a page's messages are in Redis; two runs of one poller never overlap (a Redis lock). A record
+whose version equals the version the engine last wrote or read is an echo and costs no queue traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared import keys, metrics
+from shared.celery_app import app
+from shared.context import Context, get_context
+from shared.messages import ChangeMessage, System
+from shared.natural_keys import NaturalKeyIndex
+from shared.settings import Entity, load_settings
+from shared.store import links as store
+from shared.store.models import utcnow
+from shared.versions import normalise_timestamp, record_version
+
+log = logging.getLogger(__name__)
+
+# Wave natural keys the workers cannot filter on; the poller indexes them as it reads (no extra calls).
+WAVE_INDEXED: dict[Entity, tuple[str, str]] = {"customers": ("displayId", "displayId"), "products": ("name", "name")}
+
+
+@dataclass
+class PollStats:
+    seen: int = 0
+    enqueued: int = 0
+    echoes: int = 0
+    coalesced: int = 0
+    pages: int = 0
+    newest: str = ""
+    skipped: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _send(message: ChangeMessage) -> None:
+    app.send_task(keys.SYNC_TASK[message.entity], args=[message.to_json()], queue=message.entity)
+
+
+class Poller:
+    def __init__(self, ctx: Context, system: System, entity: Entity) -> None:
+        self.ctx = ctx
+        self.system = system
+        self.entity = entity
+        self.stats = PollStats()
+
+    def run(self) -> PollStats:
+        ctx = self.ctx
+        ttl = max(60.0, ctx.settings.task_time_limit)
+        with ctx.coordinator.try_lock(keys.poller_lock_key(self.system, self.entity), ttl=ttl) as acquired:
+            if not acquired:
+                self.stats.skipped = "another run of this poller is in progress"
+                return self.stats
+            if self.system == "customerp" and not self._wave_indexed():
+                # Onboarding: match Customerp records against every pre-existing Wave record, never duplicate.
+                self.stats.skipped = "waiting for the first Wave poll of this entity"
+                return self.stats
+            started = time.time()
+            if self.system == "customerp":
+                self._poll_customerp()
+            else:
+                for archived in (False, True) if self.entity == "products" else (None,):
+                    self._poll_wave(archived)
+            self._record_run(started)
+        return self.stats
+
+    # --- Customerp --------------------------------------------------------------------------------------------
+
+    def _poll_customerp(self) -> None:
+        ctx = self.ctx
+        with ctx.db.session() as session:
+            position = store.get_watermark(session, "customerp", self.entity).position
+        since = self._overlap(position)
+        cursor: str | None = None
+        seen_cursors: set[str] = set()
+        while True:
+            page = ctx.customerp.changes(
+                self.entity, updated_since=since, cursor=cursor, limit=ctx.settings.poll_page_size
+            )
+            records = [item.model_dump(mode="json") for item in page.items]
+            self._handle_page(records, watermark_key="customerp")
+            if not page.has_more or not page.next_cursor or page.next_cursor in seen_cursors:
+                break
+            seen_cursors.add(page.next_cursor)
+            cursor = page.next_cursor
+
+    # --- Wave -------------------------------------------------------------------------------------------------
+
+    def _poll_wave(self, archived: bool | None) -> None:
+        ctx = self.ctx
+        mark = "wave" if not archived else "wave-archived"
+        with ctx.db.session() as session:
+            position = store.get_watermark(session, mark, self.entity).position
+        after = self._overlap(position)
+        seen: set[tuple[str, str]] = set()
+        page_number = 1
+        while True:
+            page = self._wave_page(page_number, after, archived)
+            records = [item.model_dump(mode="json", by_alias=True) for item in page.items]
+            fresh = [r for r in records if (r["id"], r["modifiedAt"]) not in seen]
+            seen.update((r["id"], r["modifiedAt"]) for r in records)
+            self._handle_page(fresh, watermark_key=mark)
+            if len(records) < ctx.settings.poll_page_size or page.page >= (page.total_pages or 1):
+                break
+            if fresh:
+                # Keyset step: restart at page 1 just before the newest timestamp read (equal stamps re-read).
+                after = datetime.fromisoformat(records[-1]["modifiedAt"].replace("Z", "+00:00")) - timedelta(
+                    milliseconds=1
+                )
+                page_number = 1
+            else:
+                page_number += 1  # a full page of one timestamp: fall back to offsets to get past it
+
+    def _wave_page(self, page: int, after: datetime | None, archived: bool | None) -> Any:
+        wave = self.ctx.wave
+        if self.entity == "customers":
+            return wave.list_customers_page(page, modified_after=after)
+        if self.entity == "products":
+            return wave.list_products_page(page, modified_after=after, archived=archived)
+        return wave.list_invoices_page(page, modified_after=after)
+
+    # --- shared ----------------------------------------------------------------------------------------------
+
+    def _overlap(self, position: str) -> datetime | None:
+        if not position:
+            return None
+        return datetime.fromisoformat(position.replace("Z", "+00:00")) - timedelta(
+            seconds=self.ctx.settings.poll_overlap
+        )
+
+    def _handle_page(self, records: list[dict[str, Any]], *, watermark_key: str) -> None:
+        ctx = self.ctx
+        self.stats.pages += 1
+        if not records:
+            return
+        self.stats.seen += len(records)
+        with ctx.db.session() as session:
+            linked = store.links_by_ids(session, self.entity, self.system, [str(r["id"]) for r in records])
+        if self.system == "wave" and self.entity in WAVE_INDEXED:
+            index_name, field_name = WAVE_INDEXED[self.entity]
+            index = NaturalKeyIndex(ctx.redis, self.entity, index_name)
+            for record in records:
+                index.put(record.get(field_name), record["id"])
+        for record in records:
+            message = self._message(record, linked.get(str(record["id"])))
+            if message is None:
+                continue
+            if not ctx.coordinator.mark_pending(self.entity, self.system, message.source_id, message.version):
+                self.stats.coalesced += 1
+                metrics.COALESCED.labels(self.system, self.entity).inc()
+                continue
+            _send(message)
+            self.stats.enqueued += 1
+            metrics.ENQUEUED.labels(self.system, self.entity).inc()
+        # The page's messages are in Redis: only now may the watermark pass them.
+        newest = max(self._timestamp(r) for r in records)
+        with ctx.db.session() as session:
+            mark = store.get_watermark(session, watermark_key, self.entity)
+            if newest > mark.position:
+                mark.position = newest
+        self.stats.newest = max(self.stats.newest, newest)
+
+    def _message(self, record: dict[str, Any], link: Any) -> ChangeMessage | None:
+        record_id = str(record["id"])
+        if record.get("deleted"):
+            if link is None:
+                return None  # never synced: nothing to delete on the other side
+            version = f"{int(record['version']):012d}"
+            return ChangeMessage(
+                entity=self.entity, source=self.system, source_id=record_id, version=version, deleted=True
+            )
+        version = record_version(self.system, record)
+        if link is not None and link.version_of(self.system) >= version:
+            # The engine wrote (or already synced) this version: an echo, or an overlap re-read.
+            self.stats.echoes += 1
+            metrics.ECHOES.labels(self.system, self.entity).inc()
+            return None
+        return ChangeMessage(
+            entity=self.entity, source=self.system, source_id=record_id, version=version, snapshot=record
+        )
+
+    def _timestamp(self, record: dict[str, Any]) -> str:
+        value = record["updated_at"] if self.system == "customerp" else record["modifiedAt"]
+        return normalise_timestamp(value)
+
+    def _wave_indexed(self) -> bool:
+        with self.ctx.db.session() as session:
+            return store.get_watermark(session, "wave", self.entity).last_success_at is not None
+
+    def _record_run(self, started: float) -> None:
+        ctx = self.ctx
+        now = utcnow()
+        with ctx.db.session() as session:
+            marks = ["customerp"] if self.system == "customerp" else ["wave", "wave-archived"]
+            for name in marks:
+                store.get_watermark(session, name, self.entity).last_success_at = now
+        if self.stats.newest:
+            lag = (now - datetime.fromisoformat(self.stats.newest.replace("Z", "+00:00"))).total_seconds()
+            metrics.POLL_LAG.labels(self.system, self.entity).set(max(0.0, lag))
+        ctx.redis.hset(
+            keys.poll_stats_key(self.system, self.entity),
+            mapping={
+                "last_success_at": now.isoformat(),
+                "duration_s": f"{time.time() - started:.3f}",
+                "seen": self.stats.seen,
+                "enqueued": self.stats.enqueued,
+                "echoes": self.stats.echoes,
+                "coalesced": self.stats.coalesced,
+            },
+        )
+
+
+def iter_pollers() -> Iterator[tuple[System, Entity]]:
+    for system in ("wave", "customerp"):
+        for entity in ("customers", "products", "orders"):
+            yield system, entity  # type: ignore[misc]
+
+
+@app.task(name=keys.POLL_TASK, ignore_result=True)
+def poll(system: System, entity: Entity) -> dict[str, Any]:
+    stats = Poller(get_context(load_settings), system, entity).run()
+    if stats.skipped:
+        log.info("poll %s %s skipped: %s", system, entity, stats.skipped)
+    return {
+        "seen": stats.seen,
+        "enqueued": stats.enqueued,
+        "echoes": stats.echoes,
+        "coalesced": stats.coalesced,
+        "skipped": stats.skipped,
+    }

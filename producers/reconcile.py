@@ -1,0 +1,237 @@
+"""Reconcile: compare both systems with the links, report drift, and repair it through the normal queues.
+
+Polling cannot see Wave deletions, and a missed change would otherwise stay missed; a full comparison finds
+both. Deletions are verified by a lookup before they propagate, and a mass-delete circuit breaker stops the
+run (with an alert) rather than delete more than `mass_delete_max_share` of an entity at once. `--check` is the
+convergence checker: it only reports, and the caller exits non-zero when anything is out of sync.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import keys
+from shared.celery_app import app
+from shared.context import Context, get_context
+from shared.errors import NotFoundError, SyncError
+from shared.messages import ChangeMessage, System
+from shared.natural_keys import normalise_key
+from shared.settings import ENTITIES, Entity, load_settings
+from shared.store import links as store
+from shared.store.models import DeadLetter
+from workers import customers, orders, products
+from workers.engine import Flow
+
+log = logging.getLogger(__name__)
+
+FLOWS: dict[Entity, Flow] = {"customers": customers.FLOW, "products": products.FLOW, "orders": orders.FLOW}
+NATURAL_KEY: dict[Entity, tuple[str, str]] = {
+    "customers": ("email", "email"),
+    "products": ("name", "name"),
+    "orders": ("order_number", "invoiceNumber"),
+}
+
+
+@dataclass
+class EntityReport:
+    entity: Entity
+    customerp_records: int = 0
+    wave_records: int = 0
+    links: int = 0
+    in_sync: int = 0
+    drift: list[str] = field(default_factory=list)  # link ids whose sides differ
+    missing_in_wave: list[str] = field(default_factory=list)  # Customerp ids with no partner
+    missing_in_customerp: list[str] = field(default_factory=list)  # Wave ids with no partner
+    deleted_in_customerp: list[str] = field(default_factory=list)  # Wave ids whose partner is gone
+    deleted_in_wave: list[str] = field(default_factory=list)  # Customerp ids whose partner is gone
+    duplicates: list[str] = field(default_factory=list)  # natural keys held by two records of one system
+    dead_lettered: int = 0
+    excluded: int = 0  # by policy: creation switched off, archived products without partner
+    breaker_tripped: bool = False
+    repaired: int = 0
+
+    @property
+    def problems(self) -> int:
+        return (
+            len(self.drift)
+            + len(self.missing_in_wave)
+            + len(self.missing_in_customerp)
+            + len(self.deleted_in_customerp)
+            + len(self.deleted_in_wave)
+            + len(self.duplicates)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.__dict__)
+        out["problems"] = self.problems
+        return out
+
+
+def _all_customerp(ctx: Context, entity: Entity) -> dict[str, dict[str, Any]]:
+    live: dict[str, dict[str, Any]] = {}
+    for item in ctx.customerp.iter_changes(entity):
+        record = item.model_dump(mode="json")
+        if record.get("deleted"):
+            live.pop(str(record["id"]), None)
+        else:
+            live[str(record["id"])] = record
+    return live
+
+
+def _all_wave(ctx: Context, entity: Entity) -> dict[str, dict[str, Any]]:
+    if entity == "customers":
+        items: Any = ctx.wave.iter_customers()
+    elif entity == "products":
+        items = [*ctx.wave.iter_products(archived=False), *ctx.wave.iter_products(archived=True)]
+    else:
+        items = ctx.wave.iter_invoices()
+    return {str(r.id): r.model_dump(mode="json", by_alias=True) for r in items}
+
+
+class Reconciler:
+    def __init__(self, ctx: Context, *, repair: bool, progress: Callable[[str], None] | None = None) -> None:
+        self.ctx = ctx
+        self.repair = repair
+        self.progress = progress or (lambda _msg: None)
+
+    def run(self, entities: tuple[Entity, ...] = ENTITIES) -> list[EntityReport]:
+        with self.ctx.coordinator.try_lock(keys.reconcile_lock_key(), ttl=3600) as acquired:
+            if not acquired:
+                raise SyncError("another reconcile is running", system="sync")
+            return [self._entity(entity) for entity in entities]
+
+    def _entity(self, entity: Entity) -> EntityReport:
+        ctx, flow = self.ctx, FLOWS[entity]
+        report = EntityReport(entity)
+        self.progress(f"{entity}: reading Customerp")
+        cp = _all_customerp(ctx, entity)
+        self.progress(f"{entity}: reading Wave")
+        wave = _all_wave(ctx, entity)
+        with ctx.db.session() as session:
+            links = list(store.all_links(session, entity))
+            dead = {(d.source, d.source_id) for d in session.query(DeadLetter).filter(DeadLetter.entity == entity)}
+        report.customerp_records, report.wave_records, report.links = len(cp), len(wave), len(links)
+        report.dead_lettered = len(dead)
+        linked_cp = {link.customerp_id for link in links}
+        linked_wave = {link.wave_id for link in links}
+
+        token = orders.SYNC_DEPENDENCIES.set(False)  # a check never writes, not even a dependency
+        try:
+            for link in links:
+                self._compare(flow, link, cp, wave, report, dead)
+        finally:
+            orders.SYNC_DEPENDENCIES.reset(token)
+
+        for system, records, linked, missing in (
+            ("customerp", cp, linked_cp, report.missing_in_wave),
+            ("wave", wave, linked_wave, report.missing_in_customerp),
+        ):
+            for record_id, record in records.items():
+                if record_id in linked or (system, record_id) in dead:
+                    continue
+                if self._excluded(flow, system, record):  # type: ignore[arg-type]
+                    report.excluded += 1
+                else:
+                    missing.append(record_id)
+        self._find_duplicates(entity, cp, wave, report)
+        if self.repair:
+            self._repair(entity, report, total=max(len(links), 1))
+        return report
+
+    def _compare(
+        self,
+        flow: Flow,
+        link: Any,
+        cp: dict[str, Any],
+        wave: dict[str, Any],
+        report: EntityReport,
+        dead: set[tuple[str, str]],
+    ) -> None:
+        cp_record, wave_record = cp.get(link.customerp_id), wave.get(link.wave_id)
+        if cp_record is None and wave_record is None:
+            return  # both gone: the link row is stale history, nothing to propagate
+        if cp_record is None:
+            report.deleted_in_customerp.append(link.wave_id)
+            return
+        if wave_record is None:
+            report.deleted_in_wave.append(link.customerp_id)
+            return
+        if ("customerp", link.customerp_id) in dead or ("wave", link.wave_id) in dead:
+            return
+        try:
+            same = flow.canonical(self.ctx, "customerp", cp_record) == flow.canonical(self.ctx, "wave", wave_record)
+        except SyncError:
+            same = False
+        if same:
+            report.in_sync += 1
+        else:
+            report.drift.append(link.customerp_id)
+
+    def _excluded(self, flow: Flow, system: System, record: dict[str, Any]) -> bool:
+        target = "wave" if system == "customerp" else "customerp"
+        allowed = self.ctx.settings.create_in_wave if target == "wave" else self.ctx.settings.create_in_customerp
+        if flow.entity not in allowed:
+            return True
+        archived = record.get("archived") if system == "customerp" else record.get("isArchived")
+        return flow.entity == "products" and bool(archived)
+
+    def _find_duplicates(self, entity: Entity, cp: dict[str, Any], wave: dict[str, Any], report: EntityReport) -> None:
+        cp_key, wave_key = NATURAL_KEY[entity]
+        for system, records, key in (("customerp", cp, cp_key), ("wave", wave, wave_key)):
+            counts = Counter(normalise_key(str(r.get(key))) for r in records.values() if r.get(key))
+            report.duplicates += [f"{system}:{key}={value}" for value, n in counts.items() if n > 1]
+
+    def _repair(self, entity: Entity, report: EntityReport, total: int) -> None:
+        settings = self.ctx.settings
+        deletions = len(report.deleted_in_customerp) + len(report.deleted_in_wave)
+        limit = max(settings.mass_delete_min_count, int(settings.mass_delete_max_share * total))
+        messages: list[ChangeMessage] = []
+        if deletions > limit:
+            report.breaker_tripped = True
+            log.error(
+                "ALERT: reconcile of %s found %d deletions (limit %d); refusing to propagate them. Check "
+                "both systems; raise WAVESYNC_MASS_DELETE_MAX_SHARE to allow it.",
+                entity,
+                deletions,
+                limit,
+            )
+        else:
+            messages += [self._verified_delete(entity, "wave", wave_id) for wave_id in report.deleted_in_customerp]
+            messages += [self._verified_delete(entity, "customerp", cp_id) for cp_id in report.deleted_in_wave]
+        messages += [
+            ChangeMessage(entity=entity, source="customerp", source_id=i, reread=True)
+            for i in [*report.drift, *report.missing_in_wave]
+        ]
+        messages += [
+            ChangeMessage(entity=entity, source="wave", source_id=i, reread=True) for i in report.missing_in_customerp
+        ]
+        for message in messages:
+            if message.source_id:
+                app.send_task(keys.SYNC_TASK[entity], args=[message.to_json()], queue=entity)
+                report.repaired += 1
+
+    def _verified_delete(self, entity: Entity, gone_in: System, survivor_id: str) -> ChangeMessage:
+        """The survivor's partner vanished from a full listing; confirm by lookup before deleting anything."""
+        ctx, flow = self.ctx, FLOWS[entity]
+        with ctx.db.session() as session:
+            survivor_system: System = "wave" if gone_in == "customerp" else "customerp"
+            link = store.find_link(session, entity, survivor_system, survivor_id)
+        if link is None:
+            return ChangeMessage(entity=entity, source=survivor_system, source_id="", reread=True)
+        gone_id = link.own_id(gone_in)
+        try:
+            flow.read(ctx, gone_in, gone_id)
+        except NotFoundError:
+            return ChangeMessage(entity=entity, source=gone_in, source_id=gone_id, deleted=True)
+        # Still there (a listing glitch): resync instead of deleting.
+        return ChangeMessage(entity=entity, source=gone_in, source_id=gone_id, reread=True)
+
+
+@app.task(name=keys.RECONCILE_TASK, ignore_result=True)
+def reconcile() -> list[dict[str, Any]]:
+    reports = Reconciler(get_context(load_settings), repair=True).run()
+    return [r.as_dict() for r in reports]

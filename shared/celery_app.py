@@ -1,0 +1,127 @@
+"""The one Celery app: Redis broker, JSON only, late acks, one queue per entity, beat schedule for the pollers.
+
+The app is configured lazily from `Settings` the first time Celery reads its configuration, so tests and the
+CLI can set `WAVESYNC_*` variables before that. Task modules are named here as strings: `shared/` never
+imports `producers/` or `workers/`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from shared import keys, logs, metrics
+from shared.settings import ENTITIES, Settings, load_settings
+
+TASK_MODULES = [
+    "workers.customers",
+    "workers.products",
+    "workers.orders",
+    "workers.deadletters",
+    "producers.pollers",
+    "producers.reconcile",
+    "workers.noop",
+]
+
+
+def broker_url(settings: Settings) -> str:
+    if settings.redis_url is None:
+        raise RuntimeError(
+            "WAVESYNC_REDIS_URL is not set: start the embedded Redis with `wavesync up`, or set the variable"
+        )
+    return str(settings.redis_url)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    vt = settings.visibility_timeout
+    transport = {
+        "visibility_timeout": vt,
+        "queue_order_strategy": "round_robin",
+        "health_check_interval": 25,
+        # Recover messages of a killed worker soon after the visibility timeout, not ~100 s later.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    }
+    schedule: dict[str, Any] = {}
+    for system in ("customerp", "wave"):
+        for entity in ENTITIES:
+            schedule[f"poll-{system}-{entity}"] = {
+                "task": keys.POLL_TASK,
+                "schedule": timedelta(seconds=settings.poll_interval),
+                "args": (system, entity),
+                # A poll message that waited longer than an interval is worthless: the next one is coming.
+                "options": {"queue": keys.CONTROL_QUEUE, "expires": settings.poll_interval},
+            }
+    schedule["reconcile"] = {
+        "task": keys.RECONCILE_TASK,
+        "schedule": timedelta(seconds=settings.reconcile_interval),
+        "options": {"queue": keys.CONTROL_QUEUE, "expires": settings.reconcile_interval},
+    }
+    return {
+        "broker_url": broker_url(settings),
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": transport,
+        "result_backend": None,
+        "result_backend_transport_options": {"visibility_timeout": vt},
+        "visibility_timeout": vt,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        # A killed child requeues its message; the base task caps redeliveries so a poison message ends in
+        # the dead-letter queue instead of looping.
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": settings.task_time_limit * 0.8,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "task_queues": [Queue(name) for name in keys.QUEUES],
+        "task_default_queue": keys.CONTROL_QUEUE,
+        "task_routes": {
+            **{keys.SYNC_TASK[e]: {"queue": e} for e in ENTITIES},
+            keys.POLL_TASK: {"queue": keys.CONTROL_QUEUE},
+            keys.RECONCILE_TASK: {"queue": keys.CONTROL_QUEUE},
+            keys.REPLAY_TASK: {"queue": keys.CONTROL_QUEUE},
+        },
+        "beat_schedule": schedule,
+        "beat_max_loop_interval": 5,
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+class WavesyncCelery(Celery):
+    def on_configure(self) -> None:
+        self.conf.update(celery_config(load_settings()))
+
+
+app = WavesyncCelery("wavesync", include=TASK_MODULES, set_as_current=True)
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_kwargs: Any) -> None:
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format, settings.secrets())
+
+
+@signals.worker_init.connect
+def _worker_metrics(**_kwargs: Any) -> None:
+    settings = load_settings()
+    metrics.serve(settings.metrics_port, settings.metrics_host)
+
+
+@signals.beat_init.connect
+def _beat_metrics(**_kwargs: Any) -> None:
+    settings = load_settings()
+    metrics.serve(settings.metrics_port + 1 if settings.metrics_port else 0, settings.metrics_host)

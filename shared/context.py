@@ -1,0 +1,97 @@
+"""What a poller or worker process needs to talk to the world, built once per process from `Settings`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import redis
+
+from shared import metrics
+from shared.coordination import Coordinator
+from shared.customerp.client import CustomerpClient
+from shared.ratelimit import FleetRateLimiter, RateLimitedTransport
+from shared.settings import Settings
+from shared.store.db import Database
+from shared.wave.client import WaveClient
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    customerp: CustomerpClient
+    wave: WaveClient
+    db: Database
+    redis: redis.Redis
+    coordinator: Coordinator
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Context:
+        if settings.redis_url is None:
+            raise RuntimeError("WAVESYNC_REDIS_URL must be set for workers and pollers")
+        client = redis.Redis.from_url(str(settings.redis_url), health_check_interval=25)
+        limits = max(64, 4 * 16)
+        cp_transport = RateLimitedTransport(
+            httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),
+            FleetRateLimiter(client, "customerp", settings.customerp_rate_per_second, settings.customerp_burst),
+        )
+        wave_transport = RateLimitedTransport(
+            httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),
+            FleetRateLimiter(client, "wave", settings.wave_rate_per_second, settings.wave_burst),
+        )
+        return cls(
+            settings=settings,
+            customerp=CustomerpClient(
+                str(settings.customerp_url).rstrip("/"),
+                settings.customerp_api_key.get_secret_value(),
+                timeout=settings.http_timeout,
+                transport=cp_transport,
+                on_call=metrics.api_call_observer("customerp"),
+            ),
+            wave=WaveClient(
+                str(settings.wave_url),
+                settings.wave_token.get_secret_value(),
+                settings.wave_business_id,
+                timeout=settings.http_timeout,
+                transport=wave_transport,
+                page_size=settings.poll_page_size,
+                on_call=metrics.api_call_observer("wave"),
+            ),
+            db=Database(settings.database_url),
+            redis=client,
+            coordinator=Coordinator(client),
+        )
+
+    def close(self) -> None:
+        self.customerp.close()
+        self.wave.close()
+        self.redis.close()
+
+
+_lock = threading.Lock()
+_context: Context | None = None
+
+
+def get_context(settings_factory: Callable[[], Settings]) -> Context:
+    """The process's context, created on first use (after a prefork child starts, never before)."""
+    global _context
+    with _lock:
+        if _context is None:
+            _context = Context.from_settings(settings_factory())
+        return _context
+
+
+def reset_context() -> None:
+    global _context
+    with _lock:
+        if _context is not None:
+            _context.close()
+        _context = None

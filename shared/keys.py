@@ -1,0 +1,57 @@
+"""Every queue name, task name and Redis key the project uses, in one place.
+
+All Redis keys start with `wavesync:` so the project can share a Redis with others; Celery's own keys are
+the queue names below plus kombu's `_kombu.*` and `unacked*` bookkeeping.
+"""
+
+from __future__ import annotations
+
+from shared.settings import ENTITIES, Entity
+
+PREFIX = "wavesync"
+
+# One Celery queue per entity, so each flow scales with its own workers; `control` carries pollers,
+# reconcile and replay so that a backlog of records never delays the next poll.
+QUEUES: tuple[str, ...] = (*ENTITIES, "control")
+CONTROL_QUEUE = "control"
+
+# Stable task names: renaming a module must never orphan messages already in Redis.
+SYNC_TASK = {entity: f"wavesync.sync.{entity}" for entity in ENTITIES}
+POLL_TASK = "wavesync.poll"
+RECONCILE_TASK = "wavesync.reconcile"
+REPLAY_TASK = "wavesync.dlq.replay"
+NOOP_TASK = "wavesync.noop"
+
+
+def pending_key(entity: Entity, system: str, record_id: str) -> str:
+    """Set while a change message for this record waits in its queue: later polls coalesce into it."""
+    return f"{PREFIX}:pending:{entity}:{system}:{record_id}"
+
+
+def record_lock_key(entity: Entity, system: str, record_id: str) -> str:
+    """Held while a worker syncs one record, so two workers never write the same pair at once."""
+    return f"{PREFIX}:lock:record:{entity}:{system}:{record_id}"
+
+
+def poller_lock_key(system: str, entity: Entity) -> str:
+    """Held for one poller run, so two runs of the same poller never overlap."""
+    return f"{PREFIX}:lock:poll:{system}:{entity}"
+
+
+def reconcile_lock_key() -> str:
+    return f"{PREFIX}:lock:reconcile"
+
+
+def rate_bucket_key(system: str) -> str:
+    """Token bucket shared by every worker on every host for one external system."""
+    return f"{PREFIX}:rate:{system}"
+
+
+def cooldown_key(system: str) -> str:
+    """Set with a TTL when a worker gets a 429: every worker waits it out before calling that system."""
+    return f"{PREFIX}:cooldown:{system}"
+
+
+def poll_stats_key(system: str, entity: Entity) -> str:
+    """Hash of the last poll run: started/finished timestamps, records seen and enqueued."""
+    return f"{PREFIX}:poll:{system}:{entity}"

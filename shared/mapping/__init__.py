@@ -1,0 +1,1 @@
+"""Pure, table-driven transforms between Customerp records, canonical records and Wave records."""

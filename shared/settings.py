@@ -1,0 +1,150 @@
+"""The one validated configuration: every setting is a `WAVESYNC_*` environment variable (or a line in `.env`).
+
+Defaults are the embedded mode: no Redis URL means `wavesync up` starts one, the link store is a SQLite file,
+and both APIs point at the local sandboxes. `load_settings()` turns a bad value into one readable line.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, RedisDsn, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Entity = Literal["customers", "products", "orders"]
+ENTITIES: tuple[Entity, ...] = ("customers", "products", "orders")
+
+SANDBOX_WAVE_TOKEN = "sandbox-wave-token"  # noqa: S105 - the sandbox's published demo credential
+SANDBOX_CUSTOMERP_KEY = "sandbox-customerp-key"
+SANDBOX_BUSINESS_ID = "QnVzaW5lc3M6MWRhMmExNzctNzg2OC00NmMxLTgzMzktM2M4NjdlZDJlZGQ5"  # Business:1da2a177-…
+
+
+class ConflictPolicy(StrEnum):
+    NEWEST_WINS = "newest_wins"
+    CUSTOMERP_WINS = "customerp_wins"
+    WAVE_WINS = "wave_wins"
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WAVESYNC_", env_file=".env", extra="ignore", frozen=True)
+
+    # --- Infrastructure ---
+    redis_url: RedisDsn | None = Field(None, description="Broker and coordination Redis; unset = embedded Valkey.")
+    database_url: str = Field("sqlite:///.wavesync/wavesync.db", description="SQLAlchemy URL of the link store.")
+    data_dir: Path = Field(Path(".wavesync"), description="Where embedded Redis data, SQLite and logs live.")
+    embedded_redis_port: int = Field(0, ge=0, le=65535, description="Port of the embedded Valkey (0 = any).")
+
+    # --- Customerp ---
+    customerp_url: AnyHttpUrl = Field(AnyHttpUrl("http://127.0.0.1:8701"), description="Customerp API base URL.")
+    customerp_api_key: SecretStr = Field(SecretStr(SANDBOX_CUSTOMERP_KEY), description="Customerp X-API-Key.")
+
+    # --- Wave ---
+    wave_url: AnyHttpUrl = Field(
+        AnyHttpUrl("http://127.0.0.1:8702/graphql/public"), description="Wave GraphQL endpoint."
+    )
+    wave_token: SecretStr = Field(SecretStr(SANDBOX_WAVE_TOKEN), description="Wave Bearer token.")
+    wave_business_id: str = Field(SANDBOX_BUSINESS_ID, min_length=1, description="Wave business to sync with.")
+    wave_currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="The Wave business's currency.")
+
+    # --- HTTP ---
+    http_timeout: PositiveSeconds = Field(30.0, description="Per-request timeout for both APIs (seconds).")
+    verify_tls: bool = Field(True, description="Verify TLS certificates of both APIs.")
+
+    # --- Polling ---
+    poll_interval: PositiveSeconds = Field(10.0, description="Seconds between poller runs.")
+    poll_overlap: float = Field(5.0, ge=0, description="Seconds a poll re-reads before its watermark.")
+    poll_page_size: int = Field(100, ge=1, le=200, description="Records per poll page.")
+    reconcile_interval: PositiveSeconds = Field(3600.0, description="Seconds between reconcile runs.")
+
+    # --- Sync policy ---
+    conflict_policy_customers: ConflictPolicy = ConflictPolicy.NEWEST_WINS
+    conflict_policy_products: ConflictPolicy = ConflictPolicy.NEWEST_WINS
+    conflict_policy_orders: ConflictPolicy = ConflictPolicy.NEWEST_WINS
+    create_in_wave: frozenset[Entity] = Field(
+        frozenset(ENTITIES), description="Entities whose new Customerp records are created in Wave."
+    )
+    create_in_customerp: frozenset[Entity] = Field(
+        frozenset(ENTITIES), description="Entities whose new Wave records are created in Customerp."
+    )
+    fallback_product_id: str | None = Field(
+        None, description="Wave product for order lines without a product (unset = such orders dead-letter)."
+    )
+    mass_delete_max_share: float = Field(0.2, ge=0, le=1, description="Reconcile refuses to delete more.")
+    mass_delete_min_count: int = Field(10, ge=0, description="Deletions always allowed up to this many.")
+
+    # --- Retries and rate limits ---
+    max_retries: int = Field(8, ge=0, description="Retries of a retryable error before dead-lettering.")
+    retry_backoff_base: PositiveSeconds = Field(1.0, description="First retry delay ceiling (seconds).")
+    retry_backoff_max: PositiveSeconds = Field(300.0, description="Largest retry delay (seconds).")
+    task_time_limit: PositiveSeconds = Field(300.0, description="Hard time limit of one sync task (seconds).")
+    wave_rate_per_second: PositiveSeconds = Field(20.0, description="Fleet-wide Wave request rate.")
+    wave_burst: int = Field(20, ge=1, description="Fleet-wide Wave burst size.")
+    customerp_rate_per_second: PositiveSeconds = Field(50.0, description="Fleet-wide Customerp request rate.")
+    customerp_burst: int = Field(50, ge=1, description="Fleet-wide Customerp burst size.")
+
+    # --- Operations ---
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port for worker/beat (0 = off).")
+    metrics_host: str = Field("127.0.0.1", description="Interface the metrics endpoint binds.")
+    log_format: Literal["auto", "json", "text"] = Field("auto", description="json in containers, text on a tty.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    sandbox_host: str = Field("127.0.0.1", description="Interface `wavesync sandbox` binds.")
+    sandbox_customerp_port: int = Field(8701, ge=0, le=65535)
+    sandbox_wave_port: int = Field(8702, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _visibility_timeout_covers_retries(self) -> Settings:
+        if self.retry_backoff_max >= self.visibility_timeout / 2:
+            raise ValueError("retry_backoff_max must stay well under the broker visibility timeout")
+        return self
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Longer than the longest task plus the longest retry countdown, with a wide margin (see celery_app)."""
+        return int(max(3600.0, 2 * (self.task_time_limit + self.retry_backoff_max)))
+
+    def conflict_policy(self, entity: Entity) -> ConflictPolicy:
+        policy: ConflictPolicy = getattr(self, f"conflict_policy_{entity}")
+        return policy
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for redaction."""
+        return [s for s in (self.customerp_api_key.get_secret_value(), self.wave_token.get_secret_value()) if s]
+
+
+class SettingsError(SystemExit):
+    """Raised with one line per invalid setting; exits with status 2 when uncaught."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__(2)
+
+
+def describe_validation_error(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        name = "WAVESYNC_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "configuration"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"invalid setting {name}: {message}")
+    return lines
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """The process-wide settings; raises SettingsError (never a traceback) when a value is wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None

@@ -1,0 +1,1 @@
+"""The sync state in a SQL database: links, watermarks, dead letters."""

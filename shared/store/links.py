@@ -1,0 +1,125 @@
+"""Queries on the link, watermark and dead-letter tables, kept small so the flows read like prose."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from shared.store.models import DeadLetter, Link, Watermark, utcnow
+
+
+def find_link(session: Session, entity: str, system: str, record_id: str) -> Link | None:
+    column = Link.customerp_id if system == "customerp" else Link.wave_id
+    return session.scalars(select(Link).where(Link.entity == entity, column == record_id)).one_or_none()
+
+
+def links_by_ids(session: Session, entity: str, system: str, record_ids: Iterable[str]) -> dict[str, Link]:
+    """The links of many records of one system at once (one query per poll page)."""
+    ids = list(record_ids)
+    if not ids:
+        return {}
+    column = Link.customerp_id if system == "customerp" else Link.wave_id
+    rows = session.scalars(select(Link).where(Link.entity == entity, column.in_(ids))).all()
+    return {row.own_id(system): row for row in rows}
+
+
+def all_links(session: Session, entity: str) -> Sequence[Link]:
+    return session.scalars(select(Link).where(Link.entity == entity).order_by(Link.id)).all()
+
+
+def count_links(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Link.entity, func.count()).group_by(Link.entity)).all()
+    return dict(rows)
+
+
+def save_link(
+    session: Session,
+    link: Link | None,
+    *,
+    entity: str,
+    customerp_id: str,
+    wave_id: str,
+    snapshot: dict[str, Any],
+    customerp_version: str,
+    wave_version: str,
+) -> Link:
+    """Insert or update one link; the unique constraints and row_version turn races into errors."""
+    now = utcnow()
+    if link is None:
+        link = Link(entity=entity, customerp_id=customerp_id, wave_id=wave_id, created_at=now)
+        session.add(link)
+    link.customerp_id = customerp_id
+    link.wave_id = wave_id
+    link.snapshot = snapshot
+    link.customerp_version = customerp_version
+    link.wave_version = wave_version
+    link.synced_at = now
+    session.flush()
+    return link
+
+
+def get_watermark(session: Session, system: str, entity: str) -> Watermark:
+    mark = session.get(Watermark, (system, entity))
+    if mark is None:
+        mark = Watermark(system=system, entity=entity, position="")
+        session.add(mark)
+        session.flush()
+    return mark
+
+
+def all_watermarks(session: Session) -> Sequence[Watermark]:
+    return session.scalars(select(Watermark).order_by(Watermark.system, Watermark.entity)).all()
+
+
+def record_dead_letter(
+    session: Session,
+    *,
+    entity: str,
+    source: str,
+    source_id: str,
+    customerp_id: str | None,
+    wave_id: str | None,
+    message: dict[str, Any],
+    error_class: str,
+    reason: str,
+    field_paths: list[str],
+    now: datetime | None = None,
+) -> DeadLetter:
+    """Add a dead letter, or count one more failure on the record's existing entry."""
+    now = now or utcnow()
+    entry = session.scalars(
+        select(DeadLetter).where(
+            DeadLetter.entity == entity, DeadLetter.source == source, DeadLetter.source_id == source_id
+        )
+    ).one_or_none()
+    if entry is None:
+        entry = DeadLetter(entity=entity, source=source, source_id=source_id, attempts=0, first_failed_at=now)
+        session.add(entry)
+    entry.customerp_id = customerp_id or entry.customerp_id
+    entry.wave_id = wave_id or entry.wave_id
+    entry.message = message
+    entry.error_class = error_class
+    entry.reason = reason
+    entry.field_paths = field_paths
+    entry.attempts = (entry.attempts or 0) + 1
+    entry.last_failed_at = now
+    session.flush()
+    return entry
+
+
+def resolve_dead_letters(session: Session, entity: str, system_ids: dict[str, str | None]) -> int:
+    """A record synced: its dead letters (from either side) leave the queue."""
+    removed = 0
+    for system, record_id in system_ids.items():
+        if record_id:
+            result = session.execute(
+                delete(DeadLetter).where(
+                    DeadLetter.entity == entity, DeadLetter.source == system, DeadLetter.source_id == record_id
+                )
+            )
+            removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed

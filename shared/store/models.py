@@ -1,0 +1,91 @@
+"""SQLAlchemy tables of the sync state: links between records, poller watermarks and dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Link(Base):
+    """One linked pair: a Customerp record and its Wave partner, plus what was last agreed between them.
+
+    `snapshot` is the canonical record both sides held after the last sync: the base of the three-way merge
+    and the reference for echo suppression. `row_version` makes concurrent updates of one link fail fast
+    (SQLAlchemy raises StaleDataError) instead of silently overwriting each other.
+    """
+
+    __tablename__ = "links"
+    __table_args__ = (
+        UniqueConstraint("entity", "customerp_id", name="uq_links_entity_customerp"),
+        UniqueConstraint("entity", "wave_id", name="uq_links_entity_wave"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(16))
+    customerp_id: Mapped[str] = mapped_column(String(255))
+    wave_id: Mapped[str] = mapped_column(String(255))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    customerp_version: Mapped[str] = mapped_column(String(64), default="")
+    wave_version: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    row_version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": row_version}
+
+    def partner_id(self, system: str) -> str:
+        return self.wave_id if system == "customerp" else self.customerp_id
+
+    def own_id(self, system: str) -> str:
+        return self.customerp_id if system == "customerp" else self.wave_id
+
+    def version_of(self, system: str) -> str:
+        return self.customerp_version if system == "customerp" else self.wave_version
+
+
+class Watermark(Base):
+    """How far a poller has safely enqueued: a Customerp feed cursor or a Wave modifiedAt."""
+
+    __tablename__ = "watermarks"
+
+    system: Mapped[str] = mapped_column(String(16), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(16), primary_key=True)
+    position: Mapped[str] = mapped_column(String(255), default="")
+    last_success_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DeadLetter(Base):
+    """A record that could not sync, with a reason a person can act on. One row per record: repeats count."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint("entity", "source", "source_id", name="uq_dead_letters_record"),
+        Index("ix_dead_letters_entity_reason", "entity", "error_class"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str] = mapped_column(String(255))
+    customerp_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    wave_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error_class: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    field_paths: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    replayed_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,1 @@
+"""Wave (accounting): GraphQL documents, response models and the typed httpx client."""

@@ -1,0 +1,60 @@
+"""The Alembic migrations create exactly the tables the models describe, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
+
+from shared.store import links as store
+from shared.store.db import Database, upgrade
+from shared.store.models import Base
+
+
+def test_migrations_match_the_models(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_twice_is_harmless(database_url: str) -> None:
+    upgrade(database_url)
+    upgrade(database_url)
+
+
+def test_a_record_has_at_most_one_link_per_side(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    with db.session() as s:
+        store.save_link(s, None, entity="customers", customerp_id="c1", wave_id="w1", snapshot={},
+                        customerp_version="1", wave_version="a")
+    with pytest.raises(IntegrityError), db.session() as s:
+        store.save_link(s, None, entity="customers", customerp_id="c1", wave_id="w2", snapshot={},
+                        customerp_version="1", wave_version="a")
+    with pytest.raises(IntegrityError), db.session() as s:
+        store.save_link(s, None, entity="customers", customerp_id="c2", wave_id="w1", snapshot={},
+                        customerp_version="1", wave_version="a")
+    with db.session() as s:  # the same ids in another entity are fine
+        store.save_link(s, None, entity="products", customerp_id="c1", wave_id="w1", snapshot={},
+                        customerp_version="1", wave_version="a")
+
+
+def test_dead_letters_of_one_record_collapse_into_one_entry(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    for reason in ("first", "second"):
+        with db.session() as s:
+            store.record_dead_letter(s, entity="orders", source="customerp", source_id="o1", customerp_id="o1",
+                                     wave_id=None, message={"x": 1}, error_class="InvalidDataError", reason=reason,
+                                     field_paths=["lines.0.product_id"])
+    with db.session() as s:
+        from sqlalchemy import select
+
+        from shared.store.models import DeadLetter
+
+        rows = s.scalars(select(DeadLetter)).all()
+        assert [(r.attempts, r.reason) for r in rows] == [(2, "second")]
+        assert store.resolve_dead_letters(s, "orders", {"customerp": "o1"}) == 1

@@ -1,0 +1,5 @@
+"""`python -m wavesync` is the `wavesync` command."""
+
+from wavesync.cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""The `wavesync` command: run the service, the sandboxes, and the operator's tools."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from shared.settings import ENTITIES, Settings, SettingsError, load_settings
+
+cli = typer.Typer(
+    help="Two-way sync between Customerp (a Custom ERP) and Wave.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_cli = typer.Typer(help="The link-store database.", no_args_is_help=True)
+dlq_cli = typer.Typer(help="Dead-letter queues: inspect, replay, purge.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(dlq_cli, name="dlq")
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["--wavesync-help"]}
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@cli.command()
+def up(
+    seed: Annotated[bool, typer.Option(help="Seed the embedded sandboxes with demo data.")] = True,
+) -> None:
+    """Run everything: embedded Redis and sandboxes where nothing is configured, a worker for all queues, beat."""
+    from wavesync.services import run_up
+
+    raise typer.Exit(run_up(_settings(), seed=seed))
+
+
+@cli.command(context_settings=PASSTHROUGH)
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker (pass Celery's options, e.g. -Q customers -c 8 --pool threads)."""
+    from wavesync.services import worker_argv
+
+    _settings()
+    from shared.celery_app import app
+
+    app.worker_main(worker_argv(list(ctx.args)))
+
+
+@cli.command(context_settings=PASSTHROUGH)
+def beat(ctx: typer.Context) -> None:
+    """Run the beat scheduler that starts the pollers and reconcile (one per deployment)."""
+    _settings()
+    from shared.celery_app import app
+
+    app.start(["beat", *ctx.args])
+
+
+@cli.command(context_settings=PASSTHROUGH)
+def celery(ctx: typer.Context) -> None:
+    """Any other Celery command on this app, e.g. `wavesync celery flower` or `wavesync celery inspect active`."""
+    _settings()
+    from shared.celery_app import app
+
+    app.start(list(ctx.args))
+
+
+@cli.command()
+def sandbox(
+    seed_customers: Annotated[int, typer.Option(help="Customerp customers to seed.")] = 20,
+    seed_products: Annotated[int, typer.Option(help="Customerp products to seed.")] = 10,
+    seed_orders: Annotated[int, typer.Option(help="Customerp orders to seed.")] = 15,
+) -> None:
+    """Serve both sandboxes (Customerp REST and Wave GraphQL) on loopback until Ctrl-C."""
+    from wavesync.services import run_sandboxes
+
+    run_sandboxes(_settings(), seed_customers, seed_products, seed_orders)
+
+
+@db_cli.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the link-store tables (Alembic)."""
+    from shared.store.db import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    typer.echo("database is up to date")
+
+
+@cli.command()
+def status(as_json: JsonOption = False) -> None:
+    """Queues, dead letters, poller watermarks, links and sync lag."""
+    from wavesync.ops import collect_status, render_status
+
+    report = collect_status(_settings())
+    _echo_json(report) if as_json else typer.echo(render_status(report))
+
+
+@cli.command()
+def reconcile(
+    check: Annotated[bool, typer.Option("--check", help="Only report; exit 1 on any drift.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare both systems with the links; repair drift through the queues (or only report with --check)."""
+    from wavesync.ops import render_reconcile, run_reconcile
+
+    reports = run_reconcile(_settings(), repair=not check, quiet=as_json)
+    _echo_json([r.as_dict() for r in reports]) if as_json else typer.echo(render_reconcile(reports, check=check))
+    if check and any(r.problems for r in reports):
+        raise typer.Exit(1)
+
+
+@cli.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo's data directory afterwards.")] = False,
+) -> None:
+    """Show all three flows syncing both ways against the sandboxes, then check for drift; exits by itself."""
+    from wavesync.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), keep=keep))
+
+
+EntityOption = Annotated[str | None, typer.Option("--entity", help=f"One of {', '.join(ENTITIES)}.")]
+ReasonOption = Annotated[str | None, typer.Option("--reason", help="Substring of the reason or error class.")]
+
+
+def _filter(entity: str | None, reason: str | None, ids: tuple[int, ...] = ()) -> Any:
+    from shared.deadletters import Filter
+
+    if entity and entity not in ENTITIES:
+        raise typer.BadParameter(f"--entity must be one of {', '.join(ENTITIES)}")
+    return Filter(entity=entity, reason=reason, ids=ids)
+
+
+def _dead_letters() -> Any:
+    from shared.deadletters import DeadLetters
+    from shared.store.db import Database
+
+    return DeadLetters(Database(_settings().database_url))
+
+
+@dlq_cli.command("list")
+def dlq_list(entity: EntityOption = None, reason: ReasonOption = None, as_json: JsonOption = False) -> None:
+    """List dead letters."""
+    from wavesync.ops import render_dead_letters
+
+    entries = _dead_letters().list(_filter(entity, reason))
+    _echo_json(entries) if as_json else typer.echo(render_dead_letters(entries))
+
+
+@dlq_cli.command("show")
+def dlq_show(entry_id: int, as_json: JsonOption = False) -> None:
+    """Show one dead letter in full."""
+    entry = _dead_letters().get(entry_id)
+    if entry is None:
+        typer.echo(f"no dead letter {entry_id}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        _echo_json(entry)
+    else:
+        for key, value in entry.items():
+            typer.echo(f"{key:>15}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    entry_id: Annotated[int | None, typer.Argument(help="One entry; or use --entity / --all.")] = None,
+    entity: EntityOption = None,
+    reason: ReasonOption = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Every entry.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-enqueue dead letters: the record is re-read and synced; its entry leaves when the sync succeeds."""
+    if entry_id is None and not (entity or reason or all_entries):
+        raise typer.BadParameter("name an entry ID, or use --entity, --reason or --all")
+    from workers.deadletters import send_sync
+
+    def progress(done: int, total: int) -> None:
+        if not as_json and (done == total or done % 100 == 0):
+            typer.echo(f"replayed {done}/{total}", err=True)
+
+    where = _filter(entity, reason, (entry_id,) if entry_id is not None else ())
+    count = _dead_letters().replay(where, send_sync, progress)
+    _echo_json({"replayed": count}) if as_json else typer.echo(f"{count} dead letter(s) re-enqueued")
+
+
+@dlq_cli.command("purge")
+def dlq_purge(
+    entry_id: Annotated[int | None, typer.Argument(help="One entry; or use --entity / --all.")] = None,
+    entity: EntityOption = None,
+    reason: ReasonOption = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Every entry.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete dead letters without syncing them (the records stay as they are)."""
+    if entry_id is None and not (entity or reason or all_entries):
+        raise typer.BadParameter("name an entry ID, or use --entity, --reason or --all")
+    count = _dead_letters().purge(_filter(entity, reason, (entry_id,) if entry_id is not None else ()))
+    _echo_json({"purged": count}) if as_json else typer.echo(f"{count} dead letter(s) purged")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a bad setting is one clear line on stderr and exit status 2, never a traceback."""
+    try:
+        cli(args=argv, prog_name="wavesync")
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"wavesync: {line}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,174 @@
+"""Starting and stopping the moving parts: embedded Redis, sandboxes, worker and beat processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import httpx
+
+from sandboxes.customerp.app import CustomerpSandboxConfig
+from sandboxes.customerp.app import create_app as create_customerp_app
+from sandboxes.serve import ServerThread, serve_forever
+from sandboxes.wave.app import create_app as create_wave_app
+from sandboxes.wave.config import WaveSandboxConfig
+from shared import keys
+from shared.settings import Settings
+from shared.store.db import upgrade
+from wavesync.embedded import EmbeddedRedis
+
+ALL_QUEUES = ",".join(keys.QUEUES)
+# Sync work waits on HTTP, not the CPU: threads give concurrency without a process per slot (see README).
+DEFAULT_POOL = ("--pool", "threads", "--concurrency", "8")
+
+
+def worker_argv(args: Sequence[str]) -> list[str]:
+    argv = ["worker", *args]
+    if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in args):
+        argv += ["-Q", ALL_QUEUES]
+    if not any(a in ("-P", "--pool") or a.startswith("--pool=") for a in args):
+        argv += list(DEFAULT_POOL)
+    if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in args):
+        argv += ["--loglevel", "INFO"]
+    return argv
+
+
+def sandbox_configs(settings: Settings) -> tuple[CustomerpSandboxConfig, WaveSandboxConfig]:
+    return (
+        CustomerpSandboxConfig(api_keys=(settings.customerp_api_key.get_secret_value(),)),
+        WaveSandboxConfig(tokens=frozenset({settings.wave_token.get_secret_value()})),
+    )
+
+
+@dataclass
+class Sandboxes:
+    customerp: ServerThread
+    wave: ServerThread
+
+    @property
+    def customerp_url(self) -> str:
+        return self.customerp.url
+
+    @property
+    def wave_url(self) -> str:
+        return f"{self.wave.url}/graphql/public"
+
+    def seed(self, customerp: dict[str, int], wave: dict[str, int]) -> None:
+        with httpx.Client(timeout=60) as client:
+            if customerp:
+                client.post(f"{self.customerp.url}/_admin/seed", json=customerp).raise_for_status()
+            if wave:
+                client.post(f"{self.wave.url}/_admin/seed", json=wave).raise_for_status()
+
+
+@contextmanager
+def running_sandboxes(settings: Settings, *, customerp_port: int = 0, wave_port: int = 0) -> Iterator[Sandboxes]:
+    cp_config, wave_config = sandbox_configs(settings)
+    with (
+        ServerThread(create_customerp_app(cp_config), settings.sandbox_host, customerp_port) as cp,
+        ServerThread(create_wave_app(wave_config), settings.sandbox_host, wave_port) as wave,
+    ):
+        yield Sandboxes(cp, wave)
+
+
+def run_sandboxes(settings: Settings, customers: int, products: int, orders: int) -> None:
+    cp_config, wave_config = sandbox_configs(settings)
+    cp_app, wave_app = create_customerp_app(cp_config), create_wave_app(wave_config)
+    host = settings.sandbox_host
+    print(f"Customerp sandbox: http://{host}:{settings.sandbox_customerp_port}/api/v1 (X-API-Key)")
+    print(f"Wave sandbox:      http://{host}:{settings.sandbox_wave_port}/graphql/public (Bearer token)")
+    print("Admin endpoints under /_admin on both; Ctrl-C stops.")
+    seed = {"customers": customers, "products": products, "orders": orders}
+
+    def seed_when_up() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(f"http://{host}:{settings.sandbox_customerp_port}/_admin/seed", json=seed, timeout=30)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+    import threading
+
+    threading.Thread(target=seed_when_up, daemon=True).start()
+    serve_forever([(cp_app, host, settings.sandbox_customerp_port), (wave_app, host, settings.sandbox_wave_port)])
+
+
+class Fleet:
+    """Worker and beat as child processes of `wavesync up` / the demo; stopped with a warm shutdown."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *roles: list[str]) -> None:
+        for role in roles:
+            self.processes.append(subprocess.Popen([sys.executable, "-m", "wavesync", *role], env=self.env))
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.processes)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+def embedded_environment(settings: Settings, stack: ExitStack, *, seed: bool) -> dict[str, str]:
+    """Start what is not configured (Redis, sandboxes) and return the environment for the children."""
+    env = dict(os.environ)
+    if settings.redis_url is None:
+        redis = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis", settings.embedded_redis_port))
+        env["WAVESYNC_REDIS_URL"] = redis.url
+        print(f"embedded Valkey on {redis.url}")
+    if not ({"customerp_url", "wave_url"} & settings.model_fields_set):
+        boxes = stack.enter_context(
+            running_sandboxes(
+                settings, customerp_port=settings.sandbox_customerp_port, wave_port=settings.sandbox_wave_port
+            )
+        )
+        env["WAVESYNC_CUSTOMERP_URL"] = boxes.customerp_url
+        env["WAVESYNC_WAVE_URL"] = boxes.wave_url
+        print(f"sandboxes: Customerp {boxes.customerp_url}, Wave {boxes.wave_url}")
+        if seed:
+            boxes.seed({"customers": 20, "products": 10, "orders": 15}, {"customers": 5, "products": 3})
+    return env
+
+
+def run_up(settings: Settings, *, seed: bool) -> int:
+    stopping = False
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with ExitStack() as stack:
+        env = embedded_environment(settings, stack, seed=seed)
+        upgrade(settings.database_url)
+        fleet = Fleet(env)
+        stack.callback(fleet.stop)
+        fleet.start(["worker"], ["beat"])
+        print("wavesync is running; Ctrl-C stops it")
+        while not stopping and fleet.alive():
+            time.sleep(0.5)
+        failed = not stopping
+    print("wavesync stopped")
+    return 1 if failed else 0

@@ -1,0 +1,168 @@
+"""The one place that decides what a failure means: retry with backoff, or the entity's dead-letter queue.
+
+Task bodies only sync; this base class turns the error taxonomy of `shared/errors.py` into actions:
+- RetryableError (5xx, timeouts, 412, races, a busy record) → retry with exponential backoff and full jitter,
+  at least the server's Retry-After; after `max_retries` → dead letter;
+- RateLimitedError (429) → retry after the fleet-wide cooldown, without using up the retry budget;
+- AuthError → retried like a transient error (credentials get fixed), then dead-lettered;
+- PermanentError, NotFoundError, and any unexpected exception (a bug, or data no rule foresaw) → dead letter
+  at once, with a reason. A worker never crashes on data and never loops on a poison message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import redis
+from celery import Task
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+
+from shared import metrics
+from shared.context import Context, get_context
+from shared.errors import AuthError, ErrorInfo, RateLimitedError, RetryableError
+from shared.messages import ChangeMessage, other
+from shared.settings import load_settings
+from shared.store import links as store
+
+log = logging.getLogger(__name__)
+
+MAX_REDELIVERIES = 3
+INFRASTRUCTURE_ERRORS = (OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def backoff_seconds(failures: int, base: float, cap: float, retry_after: float | None, rng: random.Random) -> float:
+    """Full jitter (AWS): uniform in [0, min(cap, base·2^failures)], never sooner than Retry-After."""
+    ceiling = min(cap, base * (2**failures))
+    delay = rng.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return round(delay, 3)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class SyncTask(Task):  # type: ignore[type-arg]
+    """Base of every per-record task. Subclass bodies take (message: dict, failures: int = 0)."""
+
+    abstract = True
+    acks_late = True
+    _rng = random.Random()
+
+    @property
+    def ctx(self) -> Context:
+        return get_context(load_settings)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raw = args[0] if args else kwargs.get("message")
+        failures = int(kwargs.get("failures", 0))
+        try:
+            message = ChangeMessage.model_validate(raw)
+        except ValueError as exc:
+            # Not ours or corrupted: nothing to retry and no record to dead-letter; say so loudly.
+            log.error("dropping a malformed message for %s: %s", self.name, str(exc)[:500])
+            return "malformed"
+        if self._redelivered_too_often(message):
+            self._dead_letter(
+                message,
+                RuntimeError(
+                    f"the worker died {MAX_REDELIVERIES} times while syncing this record (killed, out of memory?)"
+                ),
+            )
+            return "dead-lettered"
+        try:
+            outcome = self.run(message.model_dump(mode="json"))
+        except Retry:
+            raise
+        except RateLimitedError as exc:
+            self._retry(message, failures, exc, count=False)
+        except (RetryableError, AuthError, SoftTimeLimitExceeded, *INFRASTRUCTURE_ERRORS) as exc:
+            self._retry(message, failures, exc, count=True)
+        except Exception as exc:  # noqa: BLE001 - a bug or unforeseen data must not crash the worker
+            self._dead_letter(message, exc)
+            return "dead-lettered"
+        if message.reread:
+            # A replay or a reconcile repair that ends without a write still settles the record's dead letter.
+            with self.ctx.db.session() as session:
+                store.resolve_dead_letters(session, message.entity, {message.source: message.source_id})
+        metrics.RECORDS.labels(message.entity, f"{message.source}->{other(message.source)}", str(outcome)).inc()
+        return outcome
+
+    def _retry(self, message: ChangeMessage, failures: int, exc: BaseException, *, count: bool) -> None:
+        settings = self.ctx.settings
+        if count and failures >= settings.max_retries:
+            self._dead_letter(message, exc, retries_exhausted=True)
+            return
+        retry_after = getattr(exc, "retry_after", None)
+        countdown = backoff_seconds(
+            failures, settings.retry_backoff_base, settings.retry_backoff_max, retry_after, self._rng
+        )
+        metrics.RETRIES.labels(message.entity, type(exc).__name__).inc()
+        log.warning(
+            "retrying %s in %.1fs (%s): %s",
+            message.key(),
+            countdown,
+            type(exc).__name__,
+            redact(str(exc), settings.secrets()),
+        )
+        raise self.retry(
+            args=(message.model_dump(mode="json"),),
+            kwargs={"failures": failures + 1 if count else failures},
+            countdown=countdown,
+            max_retries=None,
+        )
+
+    def _dead_letter(self, message: ChangeMessage, exc: BaseException, *, retries_exhausted: bool = False) -> None:
+        settings = self.ctx.settings
+        info = ErrorInfo.of(exc)
+        reason = redact(info.reason, settings.secrets())
+        if retries_exhausted:
+            reason = f"gave up after {settings.max_retries} retries: {reason}"
+        ids = {message.source: message.source_id}
+        try:
+            with self.ctx.db.session() as session:
+                link = store.find_link(session, message.entity, message.source, message.source_id)
+                if link is not None:
+                    ids = {"customerp": link.customerp_id, "wave": link.wave_id}
+                store.record_dead_letter(
+                    session,
+                    entity=message.entity,
+                    source=message.source,
+                    source_id=message.source_id,
+                    customerp_id=ids.get("customerp"),
+                    wave_id=ids.get("wave"),
+                    message=message.model_dump(mode="json"),
+                    error_class=info.error_class,
+                    reason=reason,
+                    field_paths=list(info.field_paths),
+                )
+        except INFRASTRUCTURE_ERRORS as db_exc:
+            # The dead-letter store is down: keep the message alive rather than lose it.
+            raise self.retry(
+                args=(message.model_dump(mode="json"),), countdown=5, max_retries=None, exc=db_exc
+            ) from None
+        metrics.DEAD_LETTERS.labels(message.entity, info.error_class).inc()
+        log.error(
+            "dead-lettered %s: %s: %s",
+            message.key(),
+            info.error_class,
+            reason,
+            exc_info=not isinstance(exc, RetryableError | AuthError)
+            and info.error_class not in ("InvalidDataError", "ForbiddenEditError", "PermanentError", "NotFoundError"),
+        )
+
+    def _redelivered_too_often(self, message: ChangeMessage) -> bool:
+        delivery = getattr(self.request, "delivery_info", None) or {}
+        if not delivery.get("redelivered") or not self.request.id:
+            return False
+        key = f"wavesync:redeliveries:{self.request.id}"
+        count = int(self.ctx.redis.incr(key))
+        self.ctx.redis.expire(key, 24 * 3600)
+        return count > MAX_REDELIVERIES

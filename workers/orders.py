@@ -1,0 +1,199 @@
+"""The `orders` queue: Customerp Order ⇄ Wave Invoice.
+
+Canonical orders refer to customers and products by their Customerp ids. Reading a Wave invoice or writing
+one translates ids through the customer and product links; a dependency that is not linked yet is synced
+first, inline, so an order never waits on another queue.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any
+
+from shared import keys
+from shared.celery_app import app
+from shared.context import Context
+from shared.errors import FieldError, ForbiddenEditError, InvalidDataError, PermanentError
+from shared.mapping import orders as mapping
+from shared.mapping.fields import Canonical, FieldValueError, canonical_from, payload
+from shared.messages import ChangeMessage, System, other
+from shared.settings import Entity
+from shared.store import links as store
+from workers import customers, products
+from workers.base import SyncTask
+from workers.engine import Flow, Record, sync_message
+
+DEPENDENCIES: dict[Entity, Flow] = {"customers": customers.FLOW, "products": products.FLOW}
+# Off while reconcile only checks: reading an invoice must then never create its customer.
+SYNC_DEPENDENCIES: ContextVar[bool] = ContextVar("sync_dependencies", default=True)
+
+
+def partner_id(ctx: Context, entity: Entity, system: System, record_id: str) -> str:
+    """The id on the other side of `system`'s record `record_id`, syncing that record first if unlinked."""
+    for attempt in range(2):
+        with ctx.db.session() as session:
+            link = store.find_link(session, entity, system, record_id)
+        if link is not None:
+            return link.partner_id(system)
+        if attempt == 0 and SYNC_DEPENDENCIES.get():
+            sync_message(
+                ctx, DEPENDENCIES[entity], ChangeMessage(entity=entity, source=system, source_id=record_id, reread=True)
+            )
+    raise PermanentError(
+        f"the order's {entity[:-1]} {system}:{record_id} has no partner in {other(system)} (its creation is "
+        f"switched off, or it is in the {entity} dead-letter queue): fix that first, then replay",
+        system="sync",
+    )
+
+
+class OrderFlow(Flow):
+    entity = "orders"
+    fields = mapping.FIELDS
+
+    # --- canonical form ------------------------------------------------------------------------------------
+
+    def canonical(self, ctx: Context, system: System, record: Record) -> Canonical:
+        canonical = super().canonical(ctx, system, record)
+        lines = record.get("lines" if system == "customerp" else "items") or []
+        try:
+            canonical["lines"] = [canonical_from(line, mapping.LINE_FIELDS, system) for line in lines]
+        except FieldValueError as exc:
+            raise InvalidDataError(f"order line value cannot be read: {exc}", system=system) from None
+        if system == "wave":
+            canonical["status"] = mapping.WAVE_STATUS.get(str(record.get("status")), "draft")
+            if canonical.get("customer"):
+                canonical["customer"] = partner_id(ctx, "customers", "wave", canonical["customer"])
+            for line in canonical["lines"]:
+                wave_product = line.get("product")
+                if wave_product and wave_product == ctx.settings.fallback_product_id:
+                    line["product"] = None
+                elif wave_product:
+                    line["product"] = partner_id(ctx, "products", "wave", wave_product)
+        return canonical
+
+    def check(self, ctx: Context, target: System, canonical: Canonical) -> None:
+        if target != "wave":
+            return
+        errors = []
+        for index, line in enumerate(canonical.get("lines") or []):
+            if not line.get("product") and not ctx.settings.fallback_product_id:
+                errors.append(
+                    FieldError(
+                        ("lines", str(index), "product_id"), "Wave requires a product on every invoice line", "required"
+                    )
+                )
+        if errors:
+            raise InvalidDataError(
+                "order has lines without a product; add a product to each line, or set "
+                "WAVESYNC_FALLBACK_PRODUCT_ID to a Wave product for free-text lines",
+                system="sync",
+                field_errors=errors,
+            )
+        if canonical.get("status") == "cancelled":
+            raise ForbiddenEditError(
+                "the order is cancelled and Wave has no cancelled invoice state: delete the order in Customerp "
+                "(its invoice is then deleted) or the invoice in Wave",
+                system="sync",
+                field_errors=[FieldError(("status",), "cancelled has no Wave equivalent", "status")],
+            )
+
+    # --- payloads ------------------------------------------------------------------------------------------
+
+    def customerp_body(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
+        body = payload(canonical, self.fields, "customerp", changed)
+        if changed is None or "lines" in changed:
+            body["lines"] = [payload(line, mapping.LINE_FIELDS, "customerp") for line in canonical.get("lines", [])]
+        return body
+
+    def wave_input(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
+        fields = set(canonical) - {"status", "lines"} if changed is None else changed - {"status", "lines"}
+        body = payload(canonical, self.fields, "wave", fields)
+        if body.get("customerId"):
+            body["customerId"] = partner_id(ctx, "customers", "customerp", body["customerId"])
+        if changed is None or "lines" in changed:
+            # invoicePatch replaces all items, so the whole list is always sent.
+            body["items"] = [self._wave_item(ctx, line) for line in canonical.get("lines", [])]
+        if changed is None:
+            body = {k: v for k, v in body.items() if v is not None}
+            body["status"] = "SAVED" if mapping.STATUS_RANK.get(canonical.get("status") or "draft", 0) >= 1 else "DRAFT"
+        return body
+
+    def _wave_item(self, ctx: Context, line: Canonical) -> dict[str, Any]:
+        item = payload(line, mapping.LINE_FIELDS, "wave")
+        product = line.get("product")
+        item["productId"] = (
+            partner_id(ctx, "products", "customerp", product) if product else ctx.settings.fallback_product_id
+        )
+        return {k: v for k, v in item.items() if v is not None}
+
+    # --- the Wave side -------------------------------------------------------------------------------------
+
+    def wave_read(self, ctx: Context, wave_id: str) -> Record:
+        return ctx.wave.get_invoice(wave_id).model_dump(mode="json", by_alias=True)
+
+    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> Record | None:
+        number = canonical.get("number")
+        if not number:
+            return None
+        if since is not None:
+            for invoice in ctx.wave.iter_invoices(modified_after=since):
+                if invoice.model_dump(mode="json", by_alias=True).get("invoiceNumber") == number:
+                    return invoice.model_dump(mode="json", by_alias=True)
+            return None
+        found = ctx.wave.find_invoices(invoice_number=number)
+        return found[0].model_dump(mode="json", by_alias=True) if found else None
+
+    def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None:
+        if canonical.get("number"):
+            found = ctx.customerp.find("orders", order_number=canonical["number"])
+            if found:
+                return found[0].model_dump(mode="json")
+        return None
+
+    def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
+        record = ctx.wave.create_invoice(self.wave_input(ctx, canonical, None)).model_dump(mode="json", by_alias=True)
+        return self._advance_status(ctx, record, canonical)
+
+    def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
+        current = mapping.WAVE_STATUS.get(str(record.get("status")), "draft")
+        wanted = canonical.get("status") or "draft"
+        if "status" in changed and mapping.STATUS_RANK.get(wanted, 0) < mapping.STATUS_RANK.get(current, 0):
+            raise ForbiddenEditError(
+                f"the order went back to {wanted!r} but its Wave invoice is {record.get('status')} and Wave invoices "
+                "only move forward; edit the status in Wave, or restore the order's status",
+                system="sync",
+                field_errors=[FieldError(("status",), f"cannot go from {current} back to {wanted}", "status")],
+            )
+        if wanted in ("partially_paid", "paid") and current not in ("partially_paid", "paid"):
+            raise ForbiddenEditError(
+                "the order is marked paid in Customerp, but payments are recorded in Wave: record the payment on "
+                "the Wave invoice instead",
+                system="sync",
+                field_errors=[FieldError(("status",), "payments are recorded in Wave", "status")],
+            )
+        fields = changed - {"status"}
+        if fields:
+            patch = self.wave_input(ctx, canonical, fields)
+            if patch:
+                record = ctx.wave.patch_invoice(record["id"], patch).model_dump(mode="json", by_alias=True)
+        return self._advance_status(ctx, record, canonical)
+
+    def _advance_status(self, ctx: Context, record: Record, canonical: Canonical) -> Record:
+        wanted = mapping.STATUS_RANK.get(canonical.get("status") or "draft", 0)
+        if record.get("status") == "DRAFT" and wanted >= 1:
+            record = ctx.wave.approve_invoice(record["id"]).model_dump(mode="json", by_alias=True)
+        if record.get("status") == "SAVED" and wanted == mapping.STATUS_RANK["sent"]:
+            record = ctx.wave.mark_invoice_sent(record["id"]).model_dump(mode="json", by_alias=True)
+        return record
+
+    def wave_delete(self, ctx: Context, record: Record) -> None:
+        ctx.wave.delete_invoice(record["id"])
+
+
+FLOW = OrderFlow()
+
+
+@app.task(bind=True, base=SyncTask, name=keys.SYNC_TASK["orders"])
+def sync_order(self: SyncTask, message: dict[str, Any], failures: int = 0) -> str:
+    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message))
