@@ -225,7 +225,7 @@ class Poller:
 def iter_pollers() -> Iterator[tuple[System, Entity]]:
     for system in ("wave", "customerp"):
         for entity in ("customers", "products", "orders"):
-            yield system, entity  # type: ignore[misc]
+            yield system, entity
 
 
 @app.task(name=keys.POLL_TASK, ignore_result=True)

@@ -101,12 +101,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-class WavesyncCelery(Celery):
-    def on_configure(self) -> None:
-        self.conf.update(celery_config(load_settings()))
-
-
-app = WavesyncCelery("wavesync", include=TASK_MODULES, set_as_current=True)
+app = Celery("wavesync", include=TASK_MODULES, set_as_current=True)
+# Lazy: read when Celery first needs its configuration, after the CLI or a test has set WAVESYNC_* variables.
+app.add_defaults(lambda: celery_config(load_settings()))
 
 
 @signals.setup_logging.connect

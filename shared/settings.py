@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     wave_token: SecretStr = Field(SecretStr(SANDBOX_WAVE_TOKEN), description="Wave Bearer token.")
     wave_business_id: str = Field(SANDBOX_BUSINESS_ID, min_length=1, description="Wave business to sync with.")
     wave_currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="The Wave business's currency.")
+    wave_income_account_id: str | None = Field(
+        None, description="Income account for products created in Wave (unset = the first income account)."
+    )
 
     # --- HTTP ---
     http_timeout: PositiveSeconds = Field(30.0, description="Per-request timeout for both APIs (seconds).")

@@ -61,15 +61,36 @@ def postgres_url() -> Iterator[str]:
         if bindir is None:
             raise RuntimeError("no PostgreSQL server binaries (initdb) on this machine")
         root = Path(tempfile.mkdtemp(prefix="wavesync-pg-"))
-        os.chmod(root, 0o777)
+        os.chmod(root, 0o777)  # noqa: S103 - the unprivileged PostgreSQL user must write here
         data = root / "data"
         port = free_port()
-        subprocess.run(_as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-U", "wavesync", "--auth=trust",
-                                          "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres_user(
+                [str(bindir / "initdb"), "-D", str(data), "-U", "wavesync", "--auth=trust", "-E", "UTF8", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+        )
         server = subprocess.Popen(
-            _as_postgres_user([str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-                               "-k", str(root), "-c", "fsync=off", "-c", "full_page_writes=off"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            _as_postgres_user(
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(root),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         if os.environ.get("CI"):

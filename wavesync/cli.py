@@ -37,7 +37,10 @@ def _echo_json(value: Any) -> None:
 def up(
     seed: Annotated[bool, typer.Option(help="Seed the embedded sandboxes with demo data.")] = True,
 ) -> None:
-    """Run everything: embedded Redis and sandboxes where nothing is configured, a worker for all queues, beat."""
+    """Run everything: worker, beat, and embedded services.
+
+    Embedded Redis and sandboxes start where nothing is configured.
+    """
     from wavesync.services import run_up
 
     raise typer.Exit(run_up(_settings(), seed=seed))
@@ -45,7 +48,10 @@ def up(
 
 @cli.command(context_settings=PASSTHROUGH)
 def worker(ctx: typer.Context) -> None:
-    """Run a Celery worker (pass Celery's options, e.g. -Q customers -c 8 --pool threads)."""
+    """Run a Celery worker (takes Celery's worker options).
+
+    For example `wavesync worker -Q customers -c 8 --pool threads`.
+    """
     from wavesync.services import worker_argv
 
     _settings()
@@ -56,7 +62,10 @@ def worker(ctx: typer.Context) -> None:
 
 @cli.command(context_settings=PASSTHROUGH)
 def beat(ctx: typer.Context) -> None:
-    """Run the beat scheduler that starts the pollers and reconcile (one per deployment)."""
+    """Run beat, which schedules pollers and reconcile.
+
+    Run exactly one per deployment.
+    """
     _settings()
     from shared.celery_app import app
 
@@ -65,7 +74,10 @@ def beat(ctx: typer.Context) -> None:
 
 @cli.command(context_settings=PASSTHROUGH)
 def celery(ctx: typer.Context) -> None:
-    """Any other Celery command on this app, e.g. `wavesync celery flower` or `wavesync celery inspect active`."""
+    """Any Celery command on this app, e.g. flower.
+
+    For example `wavesync celery flower` or `wavesync celery inspect active`.
+    """
     _settings()
     from shared.celery_app import app
 
@@ -78,7 +90,7 @@ def sandbox(
     seed_products: Annotated[int, typer.Option(help="Customerp products to seed.")] = 10,
     seed_orders: Annotated[int, typer.Option(help="Customerp orders to seed.")] = 15,
 ) -> None:
-    """Serve both sandboxes (Customerp REST and Wave GraphQL) on loopback until Ctrl-C."""
+    """Serve the Customerp and Wave sandboxes on loopback."""
     from wavesync.services import run_sandboxes
 
     run_sandboxes(_settings(), seed_customers, seed_products, seed_orders)
@@ -96,7 +108,7 @@ def db_upgrade() -> None:
 
 @cli.command()
 def status(as_json: JsonOption = False) -> None:
-    """Queues, dead letters, poller watermarks, links and sync lag."""
+    """Queues, dead letters, watermarks, links, lag."""
     from wavesync.ops import collect_status, render_status
 
     report = collect_status(_settings())
@@ -108,7 +120,10 @@ def reconcile(
     check: Annotated[bool, typer.Option("--check", help="Only report; exit 1 on any drift.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Compare both systems with the links; repair drift through the queues (or only report with --check)."""
+    """Compare both systems; repair drift (or --check).
+
+    Repairs go through the normal queues; --check only reports and exits 1 on drift.
+    """
     from wavesync.ops import render_reconcile, run_reconcile
 
     reports = run_reconcile(_settings(), repair=not check, quiet=as_json)
@@ -121,7 +136,10 @@ def reconcile(
 def demo(
     keep: Annotated[bool, typer.Option(help="Keep the demo's data directory afterwards.")] = False,
 ) -> None:
-    """Show all three flows syncing both ways against the sandboxes, then check for drift; exits by itself."""
+    """Show all three flows syncing both ways, then exit.
+
+    Runs on the embedded defaults and ends with a drift check.
+    """
     from wavesync.demo import run_demo
 
     raise typer.Exit(run_demo(_settings(), keep=keep))

@@ -32,7 +32,7 @@ def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
     out = {q: {"waiting": 0, "unacked": 0} for q in keys.QUEUES}
     for queue in keys.QUEUES:
         for step in ("", "\x06\x163", "\x06\x166", "\x06\x169"):
-            out[queue]["waiting"] += int(client.llen(queue + step))  # type: ignore[arg-type]
+            out[queue]["waiting"] += int(client.llen(queue + step))
     unacked: Counter[str] = Counter()
     for _tag, raw in client.hscan_iter("unacked"):
         try:

@@ -8,7 +8,7 @@ from typing import Any
 from shared import keys
 from shared.celery_app import app
 from shared.context import Context
-from shared.errors import FieldError, ForbiddenEditError, InvalidDataError, NotFoundError
+from shared.errors import FieldError, ForbiddenEditError, InvalidDataError, NotFoundError, PermanentError
 from shared.mapping import products as mapping
 from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage, System
@@ -19,6 +19,26 @@ from workers.engine import Flow, Record, sync_message
 
 def name_index(ctx: Context) -> NaturalKeyIndex:
     return NaturalKeyIndex(ctx.redis, "products", "name")
+
+
+_income_accounts: dict[str, str] = {}
+
+
+def income_account(ctx: Context) -> str:
+    """WAVESYNC_WAVE_INCOME_ACCOUNT_ID, or the business's first income account (looked up once per process)."""
+    configured = ctx.settings.wave_income_account_id
+    if configured:
+        return configured
+    business = ctx.settings.wave_business_id
+    if business not in _income_accounts:
+        accounts = ctx.wave.list_accounts(["INCOME"])
+        if not accounts:
+            raise PermanentError(
+                "the Wave business has no income account: create one, or set WAVESYNC_WAVE_INCOME_ACCOUNT_ID",
+                system="wave",
+            )
+        _income_accounts[business] = accounts[0].id
+    return _income_accounts[business]
 
 
 class ProductFlow(Flow):
@@ -78,7 +98,10 @@ class ProductFlow(Flow):
         return None
 
     def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
-        created = ctx.wave.create_product(self.wave_input(ctx, canonical, None))
+        # Wave only offers a product on invoices when it has an income account (isSold).
+        created = ctx.wave.create_product(
+            {**self.wave_input(ctx, canonical, None), "incomeAccountId": income_account(ctx)}
+        )
         record = created.model_dump(mode="json", by_alias=True)
         if canonical.get("archived"):
             record = ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)

@@ -9,8 +9,8 @@ _ADDRESS = (
     ("line2", "addressLine2", "addressLine2", "String", "text", ""),
     ("city", "city", "city", "String", "text", ""),
     ("postal_code", "postalCode", "postalCode", "String", "text", ""),
-    ("country_code", "country.code", "countryCode", "CountryCode", "code", "ISO 3166-1 alpha-2"),
-    ("subdivision_code", "province.code", "provinceCode", "String", "code", "ISO 3166-2, e.g. US-CA"),
+    ("country_code", "countryCode", "countryCode", "CountryCode", "code", "ISO 3166-1 alpha-2"),
+    ("subdivision_code", "provinceCode", "provinceCode", "String", "code", "ISO 3166-2, e.g. US-CA"),
 )
 
 
@@ -57,9 +57,7 @@ FIELDS: tuple[FieldMap, ...] = (
     FieldMap("phone", ("phone",), ("phone",), ("phone",), "String"),
     FieldMap("mobile", ("mobile",), ("mobile",), ("mobile",), "String"),
     FieldMap("website", ("website",), ("website",), ("website",), "String"),
-    FieldMap(
-        "currency", ("currency",), ("currency", "code"), ("currency",), "CurrencyCode", kind="code", note="ISO 4217"
-    ),
+    FieldMap("currency", ("currency",), ("currency",), ("currency",), "CurrencyCode", kind="code", note="ISO 4217"),
     FieldMap(
         "notes",
         ("notes",),

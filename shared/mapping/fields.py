@@ -1,5 +1,8 @@
 """Table-driven field mapping: one `FieldMap` row per synced property, and pure functions that apply a table.
 
+Wave records are read in the shape the Wave client's models dump (`model_dump(by_alias=True)`): Wave's names,
+with nested references flattened the way Wave's inputs name them (`currency`, `customerId`, `provinceCode`).
+
 A record of either system is first turned into a *canonical* record: a flat dict of JSON values keyed by
 canonical field name, normalised so that equal meaning gives equal values (empty strings are None, decimals
 are rounded the way Wave rounds them and printed without trailing zeros, codes upper-case). Merging and echo

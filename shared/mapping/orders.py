@@ -16,7 +16,7 @@ FIELDS: tuple[FieldMap, ...] = (
     FieldMap(
         "customer",
         ("customer_id",),
-        ("customer", "id"),
+        ("customerId",),
         ("customerId",),
         "ID!",
         kind="ref",
@@ -32,7 +32,7 @@ FIELDS: tuple[FieldMap, ...] = (
         kind="date",
         note="Wave defaults it from payment terms when empty",
     ),
-    FieldMap("currency", ("currency",), ("currency", "code"), ("currency",), "CurrencyCode", kind="code"),
+    FieldMap("currency", ("currency",), ("currency",), ("currency",), "CurrencyCode", kind="code"),
     FieldMap("po_number", ("po_number",), ("poNumber",), ("poNumber",), "String", note="PO / customer reference"),
     FieldMap("notes", ("notes",), ("memo",), ("memo",), "String", note="memo printed on the invoice"),
     FieldMap(
@@ -50,7 +50,7 @@ LINE_FIELDS: tuple[FieldMap, ...] = (
     FieldMap(
         "product",
         ("product_id",),
-        ("product", "id"),
+        ("productId",),
         ("productId",),
         "ID!",
         kind="ref",

@@ -1,0 +1,229 @@
+"""A whole running system for integration tests: both sandboxes, a real Celery worker process, the pollers.
+
+Tests drive it like operators and users would: edit records through the sandboxes' admin endpoints ("as a
+person in the ERP / in Wave"), run poll rounds, wait until the queues are idle, and inspect both sides.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from producers.pollers import Poller
+from sandboxes.customerp.app import CustomerpSandboxConfig
+from sandboxes.customerp.app import create_app as create_customerp_app
+from sandboxes.serve import ServerThread
+from sandboxes.wave.app import create_app as create_wave_app
+from sandboxes.wave.config import WaveSandboxConfig
+from shared import keys
+from shared.context import Context
+from shared.settings import ENTITIES, Settings
+from shared.store.db import upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+CP_KEY = "test-customerp-key"
+WAVE_TOKEN = "test-wave-token"
+
+
+class Sandboxes:
+    def __init__(self) -> None:
+        self.customerp = ServerThread(create_customerp_app(CustomerpSandboxConfig(api_keys=(CP_KEY,)))).start()
+        self.wave = ServerThread(create_wave_app(WaveSandboxConfig(tokens=frozenset({WAVE_TOKEN})))).start()
+        self.http = httpx.Client(timeout=30)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.customerp.stop()
+        self.wave.stop()
+
+    def reset(self) -> None:
+        for server in (self.customerp, self.wave):
+            self.http.post(f"{server.url}/_admin/reset").raise_for_status()
+            self.http.put(f"{server.url}/_admin/faults", json={}).raise_for_status()
+            self.http.delete(f"{server.url}/_admin/counters").raise_for_status()
+
+    # --- acting as a person in either system ---
+
+    def cp(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, f"{self.customerp.url}/_admin/{path}", json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def wave_admin(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, f"{self.wave.url}/_admin/{path}", json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def snapshot(self, system: str) -> dict[str, Any]:
+        server = self.customerp if system == "customerp" else self.wave
+        data: dict[str, Any] = self.http.get(f"{server.url}/_admin/snapshot").json()
+        if system == "wave":
+            business: dict[str, Any] = data["businesses"][0]
+            return business
+        return data
+
+    def counters(self, system: str) -> dict[str, int]:
+        server = self.customerp if system == "customerp" else self.wave
+        calls: dict[str, int] = self.http.get(f"{server.url}/_admin/counters").json()["calls"]
+        return calls
+
+    def faults(self, system: str, **config: Any) -> None:
+        server = self.customerp if system == "customerp" else self.wave
+        self.http.patch(f"{server.url}/_admin/faults", json=config).raise_for_status()
+
+
+class System:
+    """Sandboxes + a link store + a worker process + in-process pollers, on the session's Redis."""
+
+    def __init__(self, boxes: Sandboxes, redis_url: str, workdir: Path, **overrides: Any) -> None:
+        self.boxes = boxes
+        self.workdir = workdir
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "database_url": f"sqlite:///{workdir / 'links.db'}",
+            "data_dir": workdir,
+            "customerp_url": boxes.customerp.url,
+            "customerp_api_key": CP_KEY,
+            "wave_url": f"{boxes.wave.url}/graphql/public",
+            "wave_token": WAVE_TOKEN,
+            "poll_interval": 1.0,
+            "poll_overlap": 2.0,
+            "http_timeout": 5.0,
+            "retry_backoff_base": 0.2,
+            "retry_backoff_max": 2.0,
+            "max_retries": 5,
+            "task_time_limit": 60.0,
+            "wave_rate_per_second": 500.0,
+            "wave_burst": 100,
+            "customerp_rate_per_second": 500.0,
+            "customerp_burst": 100,
+            **overrides,
+        }
+        self.settings = Settings(**values)
+        upgrade(self.settings.database_url)
+        self.ctx = Context.from_settings(self.settings)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "worker.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESYNC_")}
+        for name, value in self.settings.model_dump().items():
+            if value is None:
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            if isinstance(value, frozenset | set):
+                value = "[" + ",".join(f'"{v}"' for v in sorted(value)) + "]"
+            env[f"WAVESYNC_{name.upper()}"] = str(value.value if hasattr(value, "value") else value)
+        env["WAVESYNC_CUSTOMERP_API_KEY"] = self.settings.customerp_api_key.get_secret_value()
+        env["WAVESYNC_WAVE_TOKEN"] = self.settings.wave_token.get_secret_value()
+        env["WAVESYNC_LOG_FORMAT"] = "text"
+        return env
+
+    def start_worker(self, concurrency: int = 4) -> None:
+        log = self.log.open("ab")
+        self.worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wavesync",
+                "worker",
+                "-Q",
+                ",".join(keys.QUEUES),
+                "--pool",
+                "threads",
+                "-c",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{os.getpid()}@%h",
+            ],
+            env=self.env(),
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+        )
+
+    def stop_worker(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.worker is None:
+            return
+        if self.worker.poll() is None:
+            self.worker.send_signal(sig)
+            try:
+                self.worker.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        self.worker = None
+
+    def close(self) -> None:
+        self.stop_worker()
+        self.ctx.close()
+        self.redis.close()
+
+    # --- driving ---
+
+    def poll(self, systems: tuple[str, ...] = ("wave", "customerp")) -> int:
+        enqueued = 0
+        for system in systems:
+            for entity in ENTITIES:
+                enqueued += Poller(self.ctx, system, entity).run().enqueued  # type: ignore[arg-type]
+        return enqueued
+
+    def busy(self) -> int:
+        waiting = sum(int(self.redis.llen(q)) for q in keys.QUEUES)  # type: ignore[arg-type]
+        return waiting + int(self.redis.hlen("unacked"))  # type: ignore[arg-type]
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.worker is not None and self.worker.poll() is not None:
+                raise AssertionError(f"the worker died: see {self.log}\n{self.log.read_text()[-3000:]}")
+            if self.busy() == 0:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > 0.3:
+                    return
+            else:
+                quiet_since = None
+            time.sleep(0.05)
+        raise AssertionError(f"queues not idle after {timeout}s ({self.busy()} messages); log: {self.log}")
+
+    def settle(self, rounds: int = 8, timeout: float = 90) -> int:
+        """Poll and wait until a poll round finds nothing new. Returns the rounds it took."""
+        for round_number in range(1, rounds + 1):
+            enqueued = self.poll()
+            self.wait_idle(timeout)
+            if enqueued == 0:
+                return round_number
+        raise AssertionError(f"still enqueuing after {rounds} poll rounds")
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        from shared.deadletters import DeadLetters, Filter
+
+        return DeadLetters(self.ctx.db).list(Filter())
+
+    def writes(self) -> dict[str, int]:
+        """Calls that change data, per system, from the sandboxes' counters."""
+        cp = {
+            k: v for k, v in self.boxes.counters("customerp").items() if k.endswith((".create", ".update", ".delete"))
+        }
+        wave = {
+            k: v
+            for k, v in self.boxes.counters("wave").items()
+            if any(w in k for w in ("Create", "Patch", "Delete", "Archive", "Approve", "MarkSent"))
+        }
+        return {"customerp": sum(cp.values()), "wave": sum(wave.values())}

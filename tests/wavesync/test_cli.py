@@ -1,0 +1,85 @@
+"""The command line as a user meets it: help, bad settings, the compose file's commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = ["up", "worker", "beat", "celery", "sandbox", "db", "status", "reconcile", "demo", "dlq"]
+
+
+def wavesync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WAVESYNC_")}
+    return subprocess.run(
+        [sys.executable, "-m", "wavesync", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+        cwd=REPO,
+    )
+
+
+def test_help_lists_every_command_with_one_line() -> None:
+    result = wavesync("--help")
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert any(line.strip("│ ").startswith(f"{command} ") for line in result.stdout.splitlines()), command
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("WAVESYNC_REDIS_URL", "nope", "WAVESYNC_REDIS_URL"),
+        ("WAVESYNC_POLL_INTERVAL", "-3", "WAVESYNC_POLL_INTERVAL"),
+        ("WAVESYNC_DATABASE_URL", "mysql://x", "WAVESYNC_DATABASE_URL"),
+        ("WAVESYNC_CONFLICT_POLICY_ORDERS", "coin_flip", "WAVESYNC_CONFLICT_POLICY_ORDERS"),
+    ],
+)
+def test_a_bad_setting_is_one_clear_line_and_exit_2(variable: str, value: str, named: str) -> None:
+    result = wavesync("status", env={variable: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def compose_services() -> dict[str, dict[str, object]]:
+    services: dict[str, dict[str, object]] = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    return services
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in compose_services().items() if "command" in s))
+def test_every_compose_command_is_a_real_command(name: str) -> None:
+    command = list(compose_services()[name]["command"])  # type: ignore[call-overload]
+    if command[0] != "wavesync":
+        pytest.skip("not a wavesync command")
+    # Stop before any option so `--help` reaches the command itself (Celery roles take Celery's --help).
+    words = [w for w in command[1:] if not w.startswith("-")][: 1 if command[1] != "db" else 2]
+    if command[1] == "celery":
+        words = ["celery", command[2], "--help"]
+    else:
+        words = [*words, "--wavesync-help" if command[1] in ("worker", "beat") else "--help"]
+    result = wavesync(*words)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_every_compose_variable_is_a_setting() -> None:
+    fields = {f"WAVESYNC_{name.upper()}" for name in Settings.model_fields}
+    text = (REPO / "docker-compose.yml").read_text()
+    data = yaml.safe_load(text)
+    seen = set()
+    for service in data["services"].values():
+        env = service.get("environment") or {}
+        seen |= {k for k in env if k.startswith("WAVESYNC_")}
+    assert seen, "the compose file sets no WAVESYNC_ variables"
+    assert seen <= fields, seen - fields

@@ -1,0 +1,38 @@
+"""Integration fixtures: the sandboxes for the session, a fresh system (link store, worker) per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared import keys
+from tests.harness import Sandboxes, System
+from wavesync.embedded import EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def boxes() -> Iterator[Sandboxes]:
+    sandboxes = Sandboxes()
+    yield sandboxes
+    sandboxes.stop()
+
+
+def clean_redis(url: str) -> None:
+    """Forget the previous test's messages and markers; keep kombu's queue bindings (they outlive tests)."""
+    client = redis.Redis.from_url(url)
+    doomed = [*client.scan_iter(f"{keys.PREFIX}:*"), *keys.QUEUES, "unacked", "unacked_index"]
+    client.delete(*doomed)
+    client.close()
+
+
+@pytest.fixture
+def system(boxes: Sandboxes, redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[System]:
+    boxes.reset()
+    clean_redis(redis_server.url)
+    running = System(boxes, redis_server.url, tmp_path)
+    running.start_worker()
+    yield running
+    running.close()
