@@ -146,8 +146,11 @@ class Poller:
         if not records:
             return
         self.stats.seen += len(records)
+        ids = [str(r["id"]) for r in records]
         with ctx.db.session() as session:
-            linked = store.links_by_ids(session, self.entity, self.system, [str(r["id"]) for r in records])
+            linked = store.links_by_ids(session, self.entity, self.system, ids)
+            dead = store.dead_letter_versions(session, self.entity, self.system, ids)
+        done = ctx.coordinator.done_versions(self.entity, self.system, [i for i in ids if i not in linked])
         if self.system == "wave" and self.entity in WAVE_INDEXED:
             index_name, field_name = WAVE_INDEXED[self.entity]
             index = NaturalKeyIndex(ctx.redis, self.entity, index_name)
@@ -157,6 +160,10 @@ class Poller:
             message = self._message(record, linked.get(str(record["id"])))
             if message is None:
                 continue
+            if dead.get(message.source_id) == message.version:
+                continue  # already failed at this version: it waits in the dead-letter queue for a fix or replay
+            if done.get(message.source_id, "") >= message.version:
+                continue  # already handled without a link (e.g. creation switched off)
             if not ctx.coordinator.mark_pending(self.entity, self.system, message.source_id, message.version):
                 self.stats.coalesced += 1
                 metrics.COALESCED.labels(self.system, self.entity).inc()

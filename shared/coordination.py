@@ -18,6 +18,7 @@ from shared.settings import Entity
 
 PENDING_TTL_S = 900
 CREATE_INTENT_TTL_S = 7 * 24 * 3600
+DONE_TTL_S = 3600
 
 # KEYS[1] pending key, ARGV[1] version. Set when absent (return 1: enqueue); otherwise remember the newer
 # version so the queued message re-reads the record (return 0: coalesced).
@@ -52,6 +53,18 @@ class Coordinator:
         seen while the message waited, if any."""
         value = self.redis.getdel(keys.pending_key(entity, system, record_id))
         return value.decode() if isinstance(value, bytes) else None
+
+    def mark_done(self, entity: Entity, system: str, record_id: str, version: str) -> None:
+        """Remember the newest version a worker finished, so an overlapping poll does not enqueue it again
+        (linked records have their link for that; this covers records that stayed unlinked, e.g. skipped)."""
+        if version:
+            self.redis.set(f"{keys.PREFIX}:done:{entity}:{system}:{record_id}", version, ex=DONE_TTL_S)
+
+    def done_versions(self, entity: Entity, system: str, record_ids: list[str]) -> dict[str, str]:
+        if not record_ids:
+            return {}
+        values = self.redis.mget([f"{keys.PREFIX}:done:{entity}:{system}:{i}" for i in record_ids])
+        return {i: v.decode() for i, v in zip(record_ids, values, strict=True) if isinstance(v, bytes)}
 
     @contextmanager
     def record_lock(self, entity: Entity, system: str, record_id: str, *, ttl: float, wait: float) -> Iterator[None]:

@@ -98,11 +98,11 @@ class DeadLetters:
             for done, entry in enumerate(rows, start=1):
                 message = ChangeMessage(
                     entity=entry.entity,
-                    source=entry.source,  # type: ignore[arg-type]
+                    source=entry.source,
                     source_id=entry.source_id,
                     reread=True,
                 )
-                send(keys.SYNC_TASK[entry.entity], message.to_json(), entry.entity)  # type: ignore[index]
+                send(keys.SYNC_TASK[entry.entity], message.to_json(), entry.entity)
                 entry.replayed_at = utcnow()
                 if progress:
                     progress(done, total)

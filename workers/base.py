@@ -139,6 +139,7 @@ class SyncTask(Task):  # type: ignore[type-arg]
                     customerp_id=ids.get("customerp"),
                     wave_id=ids.get("wave"),
                     message=message.model_dump(mode="json"),
+                    version=message.version,
                     error_class=info.error_class,
                     reason=reason,
                     field_paths=list(info.field_paths),

@@ -175,7 +175,10 @@ class PairSync:
                 return "stale"
             if msg.deleted:
                 return self._propagate_delete(link)
-            return self._sync(link, reread)
+            outcome = self._sync(link, reread)
+            if outcome in ("skipped", "gone"):
+                ctx.coordinator.mark_done(msg.entity, msg.source, msg.source_id, msg.version)
+            return outcome
 
     # --- steps -------------------------------------------------------------------------------------------
 

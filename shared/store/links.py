@@ -84,6 +84,7 @@ def record_dead_letter(
     customerp_id: str | None,
     wave_id: str | None,
     message: dict[str, Any],
+    version: str,
     error_class: str,
     reason: str,
     field_paths: list[str],
@@ -102,6 +103,7 @@ def record_dead_letter(
     entry.customerp_id = customerp_id or entry.customerp_id
     entry.wave_id = wave_id or entry.wave_id
     entry.message = message
+    entry.version = version
     entry.error_class = error_class
     entry.reason = reason
     entry.field_paths = field_paths
@@ -109,6 +111,19 @@ def record_dead_letter(
     entry.last_failed_at = now
     session.flush()
     return entry
+
+
+def dead_letter_versions(session: Session, entity: str, system: str, record_ids: Iterable[str]) -> dict[str, str]:
+    """The failed version of each dead-lettered record among `record_ids` (one query per poll page)."""
+    ids = list(record_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(DeadLetter.source_id, DeadLetter.version).where(
+            DeadLetter.entity == entity, DeadLetter.source == system, DeadLetter.source_id.in_(ids)
+        )
+    ).all()
+    return dict(rows)
 
 
 def resolve_dead_letters(session: Session, entity: str, system_ids: dict[str, str | None]) -> int:

@@ -82,6 +82,8 @@ class DeadLetter(Base):
     customerp_id: Mapped[str | None] = mapped_column(String(255), default=None)
     wave_id: Mapped[str | None] = mapped_column(String(255), default=None)
     message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The source version that failed: pollers do not enqueue that version again (only a new edit, or replay).
+    version: Mapped[str] = mapped_column(String(64), default="")
     error_class: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     field_paths: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -29,17 +29,49 @@ def test_a_record_has_at_most_one_link_per_side(database_url: str) -> None:
     upgrade(database_url)
     db = Database(database_url)
     with db.session() as s:
-        store.save_link(s, None, entity="customers", customerp_id="c1", wave_id="w1", snapshot={},
-                        customerp_version="1", wave_version="a")
+        store.save_link(
+            s,
+            None,
+            entity="customers",
+            customerp_id="c1",
+            wave_id="w1",
+            snapshot={},
+            customerp_version="1",
+            wave_version="a",
+        )
     with pytest.raises(IntegrityError), db.session() as s:
-        store.save_link(s, None, entity="customers", customerp_id="c1", wave_id="w2", snapshot={},
-                        customerp_version="1", wave_version="a")
+        store.save_link(
+            s,
+            None,
+            entity="customers",
+            customerp_id="c1",
+            wave_id="w2",
+            snapshot={},
+            customerp_version="1",
+            wave_version="a",
+        )
     with pytest.raises(IntegrityError), db.session() as s:
-        store.save_link(s, None, entity="customers", customerp_id="c2", wave_id="w1", snapshot={},
-                        customerp_version="1", wave_version="a")
+        store.save_link(
+            s,
+            None,
+            entity="customers",
+            customerp_id="c2",
+            wave_id="w1",
+            snapshot={},
+            customerp_version="1",
+            wave_version="a",
+        )
     with db.session() as s:  # the same ids in another entity are fine
-        store.save_link(s, None, entity="products", customerp_id="c1", wave_id="w1", snapshot={},
-                        customerp_version="1", wave_version="a")
+        store.save_link(
+            s,
+            None,
+            entity="products",
+            customerp_id="c1",
+            wave_id="w1",
+            snapshot={},
+            customerp_version="1",
+            wave_version="a",
+        )
 
 
 def test_dead_letters_of_one_record_collapse_into_one_entry(database_url: str) -> None:
@@ -47,9 +79,19 @@ def test_dead_letters_of_one_record_collapse_into_one_entry(database_url: str) -
     db = Database(database_url)
     for reason in ("first", "second"):
         with db.session() as s:
-            store.record_dead_letter(s, entity="orders", source="customerp", source_id="o1", customerp_id="o1",
-                                     wave_id=None, message={"x": 1}, error_class="InvalidDataError", reason=reason,
-                                     field_paths=["lines.0.product_id"])
+            store.record_dead_letter(
+                s,
+                entity="orders",
+                source="customerp",
+                source_id="o1",
+                customerp_id="o1",
+                wave_id=None,
+                message={"x": 1},
+                version="000000000001",
+                error_class="InvalidDataError",
+                reason=reason,
+                field_paths=["lines.0.product_id"],
+            )
     with db.session() as s:
         from sqlalchemy import select
 

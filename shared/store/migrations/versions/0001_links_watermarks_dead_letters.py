@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("customerp_id", sa.String(length=255), nullable=True),
         sa.Column("wave_id", sa.String(length=255), nullable=True),
         sa.Column("message", sa.JSON(), nullable=False),
+        sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column("error_class", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("field_paths", sa.JSON(), nullable=False),
