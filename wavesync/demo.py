@@ -20,10 +20,11 @@ import redis
 
 from producers.reconcile import EntityReport, Reconciler
 from shared.context import Context
+from shared.deadletters import DeadLetters, Filter
 from shared.settings import Settings
 from shared.store.db import upgrade
 from wavesync.embedded import EmbeddedRedis
-from wavesync.ops import queue_depths, render_reconcile
+from wavesync.ops import queue_depths, render_dead_letters, render_reconcile
 from wavesync.services import Fleet, running_sandboxes
 
 POLL_INTERVAL_S = 1.0
@@ -110,6 +111,20 @@ class Demo:
         self.ctx.wave.create_customer({"name": cp_customer["company_name"], "email": cp_customer["email"]})
         self.onboarded_email = cp_customer["email"]
 
+    def fallback_product(self) -> str:
+        """Free-text order lines need a product in Wave: the demo configures a fallback product for them."""
+        income = self.ctx.wave.list_accounts(["INCOME"])[0].id
+        product = self.ctx.wave.create_product(
+            {"name": "Miscellaneous (free-text lines)", "unitPrice": "0", "incomeAccountId": income}
+        )
+        say(f"   free-text order lines go to Wave product {product.name!r} (WAVESYNC_FALLBACK_PRODUCT_ID)")
+        return product.id
+
+    def dead_letter_report(self) -> None:
+        entries = DeadLetters(self.ctx.db).list(Filter())
+        say(f"6. Dead letters ({len(entries)}), each with a reason a person can act on (`wavesync dlq list`):")
+        say(render_dead_letters(entries))
+
     def first_sync(self) -> None:
         say("2. Starting a worker and beat; waiting for the first full sync…")
         started = time.monotonic()
@@ -127,7 +142,11 @@ class Demo:
         wave = self.snapshot(self.wave_admin)
         customer = cp["customers"][1]
         product = cp["products"][0]
-        order = next(o for o in cp["orders"] if o["lines"])
+        order = next(
+            o
+            for o in cp["orders"]
+            if o["lines"] and o["status"] in ("draft", "confirmed") and all(line["product_id"] for line in o["lines"])
+        )
         wave_customer = next(c for c in wave["customers"] if c["name"] != customer["company_name"])
         wave_product = wave["products"][-1]
 
@@ -228,9 +247,11 @@ def run_demo(settings: Settings, *, keep: bool) -> int:
         demo = Demo(demo_settings, env, boxes.customerp_url, boxes.wave_url)
         stack.callback(demo.close)
         demo.seed()
-        fleet = Fleet(env)
+        env["WAVESYNC_FALLBACK_PRODUCT_ID"] = demo.fallback_product()
+        fleet = Fleet(env, log=data_dir / "services.log")
         stack.callback(fleet.stop)
         fleet.start(["worker", "--loglevel", "WARNING"], ["beat", "--loglevel", "WARNING"])
+        say(f"   worker and beat logs: {data_dir / 'services.log'}")
         demo.first_sync()
         demo.edits()
         demo.echo_check()
@@ -238,6 +259,7 @@ def run_demo(settings: Settings, *, keep: bool) -> int:
         reports = demo.check()
         say(render_reconcile(reports, check=True))
         demo.checks.append(("reconcile --check finds no drift", not any(r.problems for r in reports)))
+        demo.dead_letter_report()
         fleet.stop()
     if not keep:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import httpx
@@ -105,13 +106,24 @@ def run_sandboxes(settings: Settings, customers: int, products: int, orders: int
 class Fleet:
     """Worker and beat as child processes of `wavesync up` / the demo; stopped with a warm shutdown."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], log: Path | None = None) -> None:
         self.env = env
+        self.log = log
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, *roles: list[str]) -> None:
         for role in roles:
-            self.processes.append(subprocess.Popen([sys.executable, "-m", "wavesync", *role], env=self.env))
+            output = self.log.open("ab") if self.log else None
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "wavesync", *role],
+                    env=self.env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT if output else None,
+                )
+            )
+            if output:
+                output.close()
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.store.models import DeadLetter, Link, Watermark, utcnow
@@ -63,11 +64,16 @@ def save_link(
 
 
 def get_watermark(session: Session, system: str, entity: str) -> Watermark:
+    """The poller's watermark row, created on first use (a concurrent first use is not an error)."""
     mark = session.get(Watermark, (system, entity))
     if mark is None:
-        mark = Watermark(system=system, entity=entity, position="")
-        session.add(mark)
-        session.flush()
+        try:
+            with session.begin_nested():
+                mark = Watermark(system=system, entity=entity, position="")
+                session.add(mark)
+        except IntegrityError:
+            mark = session.get(Watermark, (system, entity), populate_existing=True)
+            assert mark is not None
     return mark
 
 
@@ -103,7 +109,7 @@ def record_dead_letter(
     entry.customerp_id = customerp_id or entry.customerp_id
     entry.wave_id = wave_id or entry.wave_id
     entry.message = message
-    entry.version = version
+    entry.version = version or entry.version  # a replay (no version) keeps the failed version known
     entry.error_class = error_class
     entry.reason = reason
     entry.field_paths = field_paths

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.store import links as store
 from shared.store.db import Database, upgrade
-from shared.store.models import Base
+from shared.store.models import Base, Watermark
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -100,3 +100,17 @@ def test_dead_letters_of_one_record_collapse_into_one_entry(database_url: str) -
         rows = s.scalars(select(DeadLetter)).all()
         assert [(r.attempts, r.reason) for r in rows] == [(2, "second")]
         assert store.resolve_dead_letters(s, "orders", {"customerp": "o1"}) == 1
+
+
+def test_a_watermark_created_concurrently_is_read_not_duplicated(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    with db.session() as second:
+        # `second` looked before the row existed; `first` creates it meanwhile.
+        assert second.get(Watermark, ("wave", "customers")) is None
+        with db.session() as first:
+            store.get_watermark(first, "wave", "customers").position = "a"
+        second.expire_all()
+        second.get = lambda *a, **k: None if not k else type(second).get(second, *a, **k)  # type: ignore[method-assign]
+        mark = store.get_watermark(second, "wave", "customers")
+        assert (mark.system, mark.entity, mark.position) == ("wave", "customers", "a")
