@@ -66,9 +66,15 @@ class Settings(BaseSettings):
     reconcile_interval: PositiveSeconds = Field(3600.0, description="Seconds between reconcile runs.")
 
     # --- Sync policy ---
-    conflict_policy_customers: ConflictPolicy = ConflictPolicy.NEWEST_WINS
-    conflict_policy_products: ConflictPolicy = ConflictPolicy.NEWEST_WINS
-    conflict_policy_orders: ConflictPolicy = ConflictPolicy.NEWEST_WINS
+    conflict_policy_customers: ConflictPolicy = Field(
+        ConflictPolicy.NEWEST_WINS, description="Who wins when both sides changed a customer field."
+    )
+    conflict_policy_products: ConflictPolicy = Field(
+        ConflictPolicy.NEWEST_WINS, description="Who wins when both sides changed a product field."
+    )
+    conflict_policy_orders: ConflictPolicy = Field(
+        ConflictPolicy.NEWEST_WINS, description="Who wins when both sides changed an order field."
+    )
     create_in_wave: frozenset[Entity] = Field(
         frozenset(ENTITIES), description="Entities whose new Customerp records are created in Wave."
     )
@@ -95,10 +101,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port for worker/beat (0 = off).")
     metrics_host: str = Field("127.0.0.1", description="Interface the metrics endpoint binds.")
     log_format: Literal["auto", "json", "text"] = Field("auto", description="json in containers, text on a tty.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     sandbox_host: str = Field("127.0.0.1", description="Interface `wavesync sandbox` binds.")
-    sandbox_customerp_port: int = Field(8701, ge=0, le=65535)
-    sandbox_wave_port: int = Field(8702, ge=0, le=65535)
+    sandbox_customerp_port: int = Field(8701, ge=0, le=65535, description="Port of the Customerp sandbox.")
+    sandbox_wave_port: int = Field(8702, ge=0, le=65535, description="Port of the Wave sandbox.")
 
     @field_validator("database_url")
     @classmethod
@@ -106,6 +112,14 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _real_systems_need_real_credentials(self) -> Settings:
+        # The sandbox credentials are published; pointing at a real system without its own secret is a mistake.
+        for url, secret in (("customerp_url", "customerp_api_key"), ("wave_url", "wave_token")):
+            if url in self.model_fields_set and secret not in self.model_fields_set:
+                raise ValueError(f"WAVESYNC_{secret.upper()} is required when WAVESYNC_{url.upper()} is set")
+        return self
 
     @model_validator(mode="after")
     def _visibility_timeout_covers_retries(self) -> Settings:

@@ -83,3 +83,15 @@ def test_every_compose_variable_is_a_setting() -> None:
         seen |= {k for k in env if k.startswith("WAVESYNC_")}
     assert seen, "the compose file sets no WAVESYNC_ variables"
     assert seen <= fields, seen - fields
+
+
+def test_a_real_system_url_without_its_own_credential_is_refused() -> None:
+    result = wavesync("status", env={"WAVESYNC_WAVE_URL": "https://gql.waveapps.com/graphql/public"})
+    assert result.returncode == 2
+    assert "WAVESYNC_WAVE_TOKEN is required" in result.stderr
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    missing = [f"WAVESYNC_{name.upper()}" for name in Settings.model_fields if f"WAVESYNC_{name.upper()}" not in readme]
+    assert missing == []
