@@ -58,11 +58,13 @@ def compose_services() -> dict[str, dict[str, object]]:
     return services
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in compose_services().items() if "command" in s))
+def wavesync_services() -> list[str]:
+    return sorted(n for n, s in compose_services().items() if str(s.get("command", [""])).startswith("['wavesync'"))
+
+
+@pytest.mark.parametrize("name", wavesync_services())
 def test_every_compose_command_is_a_real_command(name: str) -> None:
     command = list(compose_services()[name]["command"])  # type: ignore[call-overload]
-    if command[0] != "wavesync":
-        pytest.skip("not a wavesync command")
     # Stop before any option so `--help` reaches the command itself (Celery roles take Celery's --help).
     words = [w for w in command[1:] if not w.startswith("-")][: 1 if command[1] != "db" else 2]
     if command[1] == "celery":
