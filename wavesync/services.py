@@ -157,6 +157,8 @@ def embedded_environment(settings: Settings, stack: ExitStack, *, seed: bool) ->
         )
         env["WAVESYNC_CUSTOMERP_URL"] = boxes.customerp_url
         env["WAVESYNC_WAVE_URL"] = boxes.wave_url
+        env["WAVESYNC_CUSTOMERP_API_KEY"] = settings.customerp_api_key.get_secret_value()
+        env["WAVESYNC_WAVE_TOKEN"] = settings.wave_token.get_secret_value()
         print(f"sandboxes: Customerp {boxes.customerp_url}, Wave {boxes.wave_url}")
         if seed:
             boxes.seed({"customers": 20, "products": 10, "orders": 15}, {"customers": 5, "products": 3})
