@@ -115,10 +115,10 @@ def _setup_logging(**_kwargs: Any) -> None:
 @signals.worker_init.connect
 def _worker_metrics(**_kwargs: Any) -> None:
     settings = load_settings()
-    metrics.serve(settings.metrics_port, settings.metrics_host)
+    metrics.serve(settings.metrics_port, settings.metrics_host, settings)
 
 
 @signals.beat_init.connect
 def _beat_metrics(**_kwargs: Any) -> None:
     settings = load_settings()
-    metrics.serve(settings.metrics_port + 1 if settings.metrics_port else 0, settings.metrics_host)
+    metrics.serve(settings.metrics_port + 1 if settings.metrics_port else 0, settings.metrics_host, settings)

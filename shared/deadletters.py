@@ -1,17 +1,18 @@
 """The dead-letter queues, one per entity, kept in the database (durable across Redis restarts and crashes).
 
 Replay re-enqueues a fresh "re-read this record" message through the normal queue; the entry stays until the
-record syncs (the worker deletes it then), and a replay that fails again bumps its attempt count.
+record syncs (the worker deletes it then), and a replay that fails again bumps its attempt count. Replaying
+twice is harmless: the second message finds the record in sync.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import keys
@@ -60,8 +61,26 @@ def entry_json(entry: DeadLetter) -> dict[str, Any]:
     }
 
 
+def replay_message(entry: DeadLetter) -> ChangeMessage:
+    """What a replay sends: "re-read this record now". A failed deletion is replayed as the deletion it was
+    (re-reading a deleted record would find nothing and drop the deletion)."""
+    original = entry.message or {}
+    fields: dict[str, Any] = {
+        "entity": entry.entity,
+        "source": entry.source,
+        "source_id": entry.source_id,
+        "reread": True,
+    }
+    if original.get("deleted"):
+        fields |= {"deleted": True, "version": str(original.get("version") or "")}
+    return ChangeMessage.model_validate(fields)
+
+
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    """ISO 8601 in UTC with its offset (SQLite hands back naive datetimes; they were written in UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
 class DeadLetters:
@@ -90,23 +109,30 @@ class DeadLetters:
             out.setdefault(entity, {})[error_class] = count
         return out
 
-    def replay(self, where: Filter, send: Send, progress: Callable[[int, int], None] | None = None) -> int:
-        """Re-enqueue every matching entry as a re-read of its source record. Returns how many were sent."""
+    def replay(
+        self, where: Filter, send: Send, progress: Callable[[int, int], None] | None = None, *, batch: int = 100
+    ) -> int:
+        """Re-enqueue every matching entry as a re-read of its source record. Returns how many were sent.
+
+        Entries stay: the worker removes one when its record syncs, or counts one more attempt when it fails
+        again. Each batch is marked replayed and committed before its messages go out, so a fast worker never
+        races this transaction for the row it is about to delete.
+        """
         with self.db.session() as session:
-            rows = session.scalars(where.apply(select(DeadLetter)).order_by(DeadLetter.id)).all()
-            total = len(rows)
-            for done, entry in enumerate(rows, start=1):
-                message = ChangeMessage(
-                    entity=entry.entity,
-                    source=entry.source,
-                    source_id=entry.source_id,
-                    reread=True,
-                )
-                send(keys.SYNC_TASK[entry.entity], message.to_json(), entry.entity)
-                entry.replayed_at = utcnow()
-                if progress:
-                    progress(done, total)
-            return total
+            ids = list(session.scalars(where.apply(select(DeadLetter.id)).order_by(DeadLetter.id)).all())
+        sent = 0
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            with self.db.session() as session:
+                rows = session.scalars(select(DeadLetter).where(DeadLetter.id.in_(chunk)).order_by(DeadLetter.id))
+                messages = [replay_message(row) for row in rows]
+                session.execute(update(DeadLetter).where(DeadLetter.id.in_(chunk)).values(replayed_at=utcnow()))
+            for message in messages:
+                send(keys.SYNC_TASK[message.entity], message.to_json(), message.entity)
+            sent += len(messages)
+            if progress:
+                progress(sent, len(ids))
+        return sent
 
     def purge(self, where: Filter) -> int:
         with self.db.session() as session:

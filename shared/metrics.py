@@ -1,20 +1,53 @@
-"""Prometheus metrics of pollers and workers, served on WAVESYNC_METRICS_PORT when it is set."""
+"""Prometheus metrics of pollers and workers, served on WAVESYNC_METRICS_PORT when it is set.
+
+Counters and histograms are updated where things happen. Queue depths and dead-letter counts are state, not
+events: they are read from Redis and the database when Prometheus scrapes (every process reports the same
+fleet-wide value, so aggregate them with `max`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import logging
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import redis
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 
-RECORDS = Counter("wavesync_records_total", "Records processed by the sync workers", ["entity", "direction", "result"])
+from shared import keys
+from shared.deadletters import DeadLetters
+from shared.store.db import Database
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RECORDS = Counter(
+    "wavesync_records_total",
+    "Records processed by the sync workers, by outcome (created, updated, unchanged, dead-lettered, ...)",
+    ["entity", "direction", "result"],
+)
 RETRIES = Counter("wavesync_retries_total", "Task retries by entity and error class", ["entity", "error"])
 DEAD_LETTERS = Counter("wavesync_dead_letters_total", "Records sent to a dead-letter queue", ["entity", "error"])
 ENQUEUED = Counter("wavesync_enqueued_total", "Change messages enqueued by the pollers", ["system", "entity"])
 COALESCED = Counter("wavesync_coalesced_total", "Changes folded into a message already queued", ["system", "entity"])
 ECHOES = Counter("wavesync_echoes_skipped_total", "Changes recognised as the engine's own writes", ["system", "entity"])
 POLL_LAG = Gauge("wavesync_poll_lag_seconds", "Age of the newest change a poller has enqueued", ["system", "entity"])
-QUEUE_DEPTH = Gauge("wavesync_queue_depth", "Messages waiting in a queue", ["queue"])
 API_CALLS = Counter("wavesync_api_calls_total", "HTTP calls to an external system", ["system", "status"])
+RATE_LIMIT_WAIT = Counter(
+    "wavesync_rate_limit_wait_seconds_total",
+    "Seconds callers waited for the fleet rate limit or a 429 cooldown",
+    ["system"],
+)
+COOLDOWNS = Counter(
+    "wavesync_rate_limit_cooldowns_total", "Fleet-wide pauses started by a 429 (each halves the rate)", ["system"]
+)
 API_LATENCY = Histogram(
     "wavesync_api_latency_seconds",
     "Latency of calls to an external system",
@@ -33,6 +66,82 @@ def api_call_observer(system: str) -> Callable[[str, float, int], None]:
     return observe
 
 
-def serve(port: int, host: str) -> None:
-    if port:
-        start_http_server(port, addr=host)
+# Kombu keeps a priority queue as several lists: the bare name (priority 0) and these suffixes.
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
+    """Waiting messages per queue (all priority sub-lists) and unacknowledged ones (delivered, not done)."""
+    out = {q: {"waiting": 0, "unacked": 0} for q in keys.QUEUES}
+    for queue in keys.QUEUES:
+        for suffix in _PRIORITY_SUFFIXES:
+            out[queue]["waiting"] += int(client.llen(queue + suffix))
+    unacked: Tally[str] = Tally()
+    for _tag, raw in client.hscan_iter("unacked"):
+        try:
+            _message, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        unacked[routing_key] += 1
+    for queue, count in unacked.items():
+        out.setdefault(queue, {"waiting": 0, "unacked": 0})["unacked"] = count
+    return out
+
+
+class StateCollector(Collector):
+    """Reads queue depths (Redis) and dead-letter counts (database) at scrape time."""
+
+    def __init__(self, redis_url: str | None, database_url: str) -> None:
+        self.redis_url = redis_url
+        self.db = Database(database_url)
+        self._redis: redis.Redis | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._queues()
+        yield from self._dead_letters()
+
+    def _queues(self) -> Iterable[Metric]:
+        if self.redis_url is None:
+            return
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        try:
+            depths = queue_depths(self._redis)
+        except redis.RedisError as exc:
+            log.warning("metrics: cannot read queue depths: %s", exc)
+            return
+        waiting = GaugeMetricFamily("wavesync_queue_depth", "Messages waiting in a queue", labels=["queue"])
+        unacked = GaugeMetricFamily(
+            "wavesync_queue_unacked", "Messages delivered to a worker and not yet acknowledged", labels=["queue"]
+        )
+        for queue, depth in sorted(depths.items()):
+            waiting.add_metric([queue], depth["waiting"])
+            unacked.add_metric([queue], depth["unacked"])
+        yield waiting
+        yield unacked
+
+    def _dead_letters(self) -> Iterable[Metric]:
+        try:
+            with self.db.session() as session:
+                counts = DeadLetters(self.db).counts(session)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: cannot count dead letters: %s", exc)
+            return
+        gauge = GaugeMetricFamily(
+            "wavesync_dead_letter_queue_size", "Dead letters waiting for a person", labels=["entity", "error"]
+        )
+        for entity, by_error in sorted(counts.items()):
+            for error_class, count in sorted(by_error.items()):
+                gauge.add_metric([entity, error_class], count)
+        yield gauge
+
+
+def serve(port: int, host: str, settings: Settings | None = None) -> None:
+    """Start the /metrics endpoint (no-op when `port` is 0); with `settings`, also report queues and DLQs."""
+    if not port:
+        return
+    if settings is not None:
+        REGISTRY.register(
+            StateCollector(str(settings.redis_url) if settings.redis_url else None, settings.database_url)
+        )
+    start_http_server(port, addr=host)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -31,6 +33,23 @@ def _settings() -> Settings:
 
 def _echo_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@contextmanager
+def _link_store() -> Iterator[None]:
+    """An unreachable or unmigrated link store is one clear line and exit status 1, not a traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        typer.echo(
+            f"wavesync: cannot read the link store ({detail}); check WAVESYNC_DATABASE_URL and run "
+            "`wavesync db upgrade`",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 @cli.command()
@@ -111,7 +130,8 @@ def status(as_json: JsonOption = False) -> None:
     """Queues, dead letters, watermarks, links, lag."""
     from wavesync.ops import collect_status, render_status
 
-    report = collect_status(_settings())
+    with _link_store():
+        report = collect_status(_settings())
     _echo_json(report) if as_json else typer.echo(render_status(report))
 
 
@@ -169,22 +189,22 @@ def dlq_list(entity: EntityOption = None, reason: ReasonOption = None, as_json: 
     """List dead letters."""
     from wavesync.ops import render_dead_letters
 
-    entries = _dead_letters().list(_filter(entity, reason))
+    with _link_store():
+        entries = _dead_letters().list(_filter(entity, reason))
     _echo_json(entries) if as_json else typer.echo(render_dead_letters(entries))
 
 
 @dlq_cli.command("show")
 def dlq_show(entry_id: int, as_json: JsonOption = False) -> None:
     """Show one dead letter in full."""
-    entry = _dead_letters().get(entry_id)
+    with _link_store():
+        entry = _dead_letters().get(entry_id)
     if entry is None:
         typer.echo(f"no dead letter {entry_id}", err=True)
         raise typer.Exit(1)
-    if as_json:
-        _echo_json(entry)
-    else:
-        for key, value in entry.items():
-            typer.echo(f"{key:>15}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+    from wavesync.ops import render_dead_letter
+
+    _echo_json(entry) if as_json else typer.echo(render_dead_letter(entry))
 
 
 @dlq_cli.command("replay")
@@ -195,17 +215,21 @@ def dlq_replay(
     all_entries: Annotated[bool, typer.Option("--all", help="Every entry.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-enqueue dead letters: the record is re-read and synced; its entry leaves when the sync succeeds."""
+    """Re-enqueue dead letters: the record is re-read and synced.
+
+    An entry leaves when its record syncs; a record that fails again keeps its entry, with one more attempt.
+    """
     if entry_id is None and not (entity or reason or all_entries):
         raise typer.BadParameter("name an entry ID, or use --entity, --reason or --all")
     from workers.deadletters import send_sync
 
     def progress(done: int, total: int) -> None:
-        if not as_json and (done == total or done % 100 == 0):
+        if not as_json:
             typer.echo(f"replayed {done}/{total}", err=True)
 
     where = _filter(entity, reason, (entry_id,) if entry_id is not None else ())
-    count = _dead_letters().replay(where, send_sync, progress)
+    with _link_store():
+        count = _dead_letters().replay(where, send_sync, progress)
     _echo_json({"replayed": count}) if as_json else typer.echo(f"{count} dead letter(s) re-enqueued")
 
 
@@ -220,7 +244,8 @@ def dlq_purge(
     """Delete dead letters without syncing them (the records stay as they are)."""
     if entry_id is None and not (entity or reason or all_entries):
         raise typer.BadParameter("name an entry ID, or use --entity, --reason or --all")
-    count = _dead_letters().purge(_filter(entity, reason, (entry_id,) if entry_id is not None else ()))
+    with _link_store():
+        count = _dead_letters().purge(_filter(entity, reason, (entry_id,) if entry_id is not None else ()))
     _echo_json({"purged": count}) if as_json else typer.echo(f"{count} dead letter(s) purged")
 
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
-from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from producers.reconcile import EntityReport, Reconciler
 from shared import keys
-from shared.context import Context
 from shared.deadletters import DeadLetters
+from shared.metrics import queue_depths as queue_depths  # re-exported: the demo watches the queues too
+from shared.ratelimit import FleetRateLimiter
 from shared.settings import ENTITIES, Settings
 from shared.store import links as store
 from shared.store.db import Database
+
+if TYPE_CHECKING:
+    # Reconcile loads every flow; `status` and `dlq` should start fast, so it is imported where it runs.
+    from producers.reconcile import EntityReport
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -27,25 +31,52 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
-    """Waiting messages per queue (all priority sub-lists) and unacknowledged ones (delivered, not done)."""
-    out = {q: {"waiting": 0, "unacked": 0} for q in keys.QUEUES}
-    for queue in keys.QUEUES:
-        for step in ("", "\x06\x163", "\x06\x166", "\x06\x169"):
-            out[queue]["waiting"] += int(client.llen(queue + step))
-    unacked: Counter[str] = Counter()
-    for _tag, raw in client.hscan_iter("unacked"):
-        try:
-            _message, _exchange, routing_key = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        unacked[routing_key] += 1
-    for queue, count in unacked.items():
-        out.setdefault(queue, {"waiting": 0, "unacked": 0})["unacked"] = count
-    return out
+def _aware(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _utc_iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _age(now: datetime, value: datetime | str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    when = _aware(value) if isinstance(value, str) else value if value.tzinfo else value.replace(tzinfo=UTC)
+    return round(max(0.0, (now - when).total_seconds()), 1)
+
+
+def oldest_waiting_change(client: redis.Redis, queue: str) -> str | None:
+    """When the oldest change still waiting in `queue` happened (its record's modification time), if known.
+
+    Kombu pushes on the left and consumers pop on the right, so the oldest message is the last element.
+    """
+    raw = client.lindex(queue, -1)
+    if raw is None:
+        return None
+    try:
+        envelope = json.loads(raw)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        snapshot = args[0].get("snapshot") or {}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    stamp = snapshot.get("updated_at") or snapshot.get("modifiedAt")
+    return str(stamp) if stamp else None
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
+    """Everything `wavesync status` shows, as JSON-ready data.
+
+    Sync lag of an entity is an upper bound on how old a change can be and still not be synced: the age of the
+    oldest change waiting in its queue, or, when the queue is empty, the time since its pollers last finished
+    (a change made just after that has not been seen yet).
+    """
     now = datetime.now(UTC)
     db = Database(settings.database_url)
     report: dict[str, Any] = {"time": now.isoformat()}
@@ -57,69 +88,127 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "system": m.system,
                 "entity": m.entity,
                 "watermark": m.position or None,
-                "last_success_at": m.last_success_at.isoformat() if m.last_success_at else None,
-                "lag_s": round((now - _aware(m.position)).total_seconds(), 1) if m.position else None,
+                "last_success_at": _utc_iso(m.last_success_at),
+                "since_success_s": _age(now, m.last_success_at),
+                "newest_change_age_s": _age(now, m.position or None),
             }
             for m in store.all_watermarks(session)
             if m.system in ("customerp", "wave")
         ]
+    oldest: dict[str, str | None] = {}
     if settings.redis_url is None:
         report["queues"] = None
+        report["rate_limits"] = None
         report["note"] = "WAVESYNC_REDIS_URL is not set: queue depths unknown (embedded Redis runs inside `up`)"
     else:
-        client = redis.Redis.from_url(str(settings.redis_url))
+        client = redis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=5, socket_timeout=5)
         try:
             report["queues"] = queue_depths(client)
+            oldest = {entity: oldest_waiting_change(client, entity) for entity in ENTITIES}
+            report["rate_limits"] = {
+                "customerp": FleetRateLimiter(
+                    client, "customerp", settings.customerp_rate_per_second, settings.customerp_burst
+                ).state(),
+                "wave": FleetRateLimiter(client, "wave", settings.wave_rate_per_second, settings.wave_burst).state(),
+            }
             for poller in report["pollers"]:
                 stats = client.hgetall(keys.poll_stats_key(poller["system"], poller["entity"]))
                 poller["last_run"] = {k.decode(): v.decode() for k, v in stats.items()}  # type: ignore[union-attr]
-        except redis.ConnectionError as exc:
+        except redis.RedisError as exc:
             report["queues"] = None
+            report["rate_limits"] = None
             report["note"] = f"Redis unreachable: {exc}"
         finally:
             client.close()
+    report["entities"] = {}
+    for entity in ENTITIES:
+        depth = (report["queues"] or {}).get(entity)
+        polls = [p for p in report["pollers"] if p["entity"] == entity]
+        since_poll = [p["since_success_s"] for p in polls]
+        waiting_age = _age(now, oldest.get(entity))
+        if waiting_age is not None:
+            lag: float | None = waiting_age
+        elif since_poll and None not in since_poll:
+            lag = max(since_poll)
+        else:
+            lag = None  # a poller of this entity never finished a run
+        report["entities"][entity] = {
+            "waiting": depth["waiting"] if depth else None,
+            "unacked": depth["unacked"] if depth else None,
+            "links": report["links"].get(entity, 0),
+            "dead_letters": sum(report["dead_letters"].get(entity, {}).values()),
+            "dead_letters_by_reason": report["dead_letters"].get(entity, {}),
+            "oldest_waiting_change_s": waiting_age,
+            "sync_lag_s": lag,
+        }
     return report
 
 
-def _aware(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
 
 
 def render_status(report: dict[str, Any]) -> str:
     parts = []
-    queues = report.get("queues")
     rows = []
-    for entity in (*ENTITIES, keys.CONTROL_QUEUE):
-        depth = (queues or {}).get(entity, {})
-        dead = report["dead_letters"].get(entity, {})
+    for entity, e in report["entities"].items():
         rows.append(
             [
                 entity,
-                depth.get("waiting", "?") if queues is not None else "?",
-                depth.get("unacked", "?") if queues is not None else "?",
-                report["links"].get(entity, "") if entity != keys.CONTROL_QUEUE else "",
-                sum(dead.values()) if entity != keys.CONTROL_QUEUE else "",
-                ", ".join(f"{k} {v}" for k, v in sorted(dead.items())),
+                "?" if e["waiting"] is None else e["waiting"],
+                "?" if e["unacked"] is None else e["unacked"],
+                e["links"],
+                e["dead_letters"],
+                ", ".join(f"{k} {v}" for k, v in sorted(e["dead_letters_by_reason"].items())) or "-",
+                _seconds(e["sync_lag_s"]),
             ]
         )
-    parts.append(_table(["queue", "waiting", "unacked", "links", "dead letters", "by reason"], rows))
+    control = (report.get("queues") or {}).get(keys.CONTROL_QUEUE)
+    rows.append([keys.CONTROL_QUEUE, *((control["waiting"], control["unacked"]) if control else ("?", "?"))])
+    rows[-1] += ["", "", "", ""]
+    parts.append(_table(["queue", "waiting", "unacked", "links", "dead letters", "by reason", "sync lag"], rows))
     poll_rows = [
         [
             p["system"],
             p["entity"],
             p["watermark"] or "-",
-            p["last_success_at"] or "never",
-            f"{p['lag_s']}s" if p["lag_s"] is not None else "-",
+            f"{_seconds(p['since_success_s'])} ago" if p["last_success_at"] else "never",
+            p.get("last_run", {}).get("seen", "-"),
+            p.get("last_run", {}).get("enqueued", "-"),
         ]
         for p in report["pollers"]
     ]
-    parts.append(_table(["poller", "entity", "watermark", "last success", "lag"], poll_rows))
+    if poll_rows:
+        parts.append(_table(["poller", "entity", "watermark", "last success", "seen", "enqueued"], poll_rows))
+    else:
+        parts.append("pollers: none has run yet")
+    limits = report.get("rate_limits")
+    if limits:
+        parts.append("rate limit: " + "; ".join(_describe_limit(system, limit) for system, limit in limits.items()))
     if report.get("note"):
         parts.append(f"note: {report['note']}")
     return "\n\n".join(parts)
 
 
+def _describe_limit(system: str, limit: dict[str, float]) -> str:
+    text = f"{system} {limit['configured_per_s']:g}/s"
+    if limit["current_per_s"] < limit["configured_per_s"]:
+        text += f" (slowed to {limit['current_per_s']:.3g}/s after 429s)"
+    if limit["cooldown_s"] > 0:
+        text += f" (paused {limit['cooldown_s']:g}s more)"
+    return text
+
+
 def run_reconcile(settings: Settings, *, repair: bool, quiet: bool) -> list[EntityReport]:
+    from producers.reconcile import Reconciler
+    from shared.context import Context
+
     ctx = Context.from_settings(settings)
     try:
 
@@ -177,6 +266,14 @@ def render_reconcile(reports: list[EntityReport], *, check: bool) -> str:
     return text
 
 
+def _middle(text: str, width: int) -> str:
+    """Shorten long ids in the middle: their start and end are what tell two apart."""
+    if len(text) <= width:
+        return text
+    keep = (width - 1) // 2
+    return text[:keep] + "…" + text[-(width - 1 - keep) :]
+
+
 def render_dead_letters(entries: list[dict[str, Any]]) -> str:
     if not entries:
         return "no dead letters"
@@ -184,12 +281,37 @@ def render_dead_letters(entries: list[dict[str, Any]]) -> str:
         [
             e["id"],
             e["entity"],
-            f"{e['source']}:{e['source_id']}",
+            _middle(f"{e['source']}:{e['source_id']}", 32),
             e["error_class"],
+            ", ".join(e["field_paths"]) or "-",
             e["attempts"],
-            e["last_failed_at"][:19],
-            e["reason"][:90],
+            e["last_failed_at"][:19].replace("T", " "),
+            e["reason"] if len(e["reason"]) <= 72 else e["reason"][:71] + "…",
         ]
         for e in entries
     ]
-    return _table(["id", "entity", "record", "error", "attempts", "last failure", "reason"], rows)
+    return _table(["id", "entity", "record", "error", "fields", "attempts", "last failure (UTC)", "reason"], rows)
+
+
+def _shorten(value: Any, limit: int = 120) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}… ({len(value)} characters)"
+    if isinstance(value, dict):
+        return {k: _shorten(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v, limit) for v in value]
+    return value
+
+
+def render_dead_letter(entry: dict[str, Any]) -> str:
+    """One entry for a person: every field, the message indented; long values shortened (--json has them all)."""
+    lines = []
+    for key, value in entry.items():
+        if key == "message":
+            continue
+        shown = ", ".join(value) if isinstance(value, list) else ("-" if value is None else value)
+        lines.append(f"{key:>15}: {shown}")
+    message = json.dumps(_shorten(entry["message"]), indent=2, default=str, ensure_ascii=False)
+    message = message.replace("\n", "\n" + " " * 17)
+    lines.append(f"{'message':>15}: {message}")
+    return "\n".join(lines)

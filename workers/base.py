@@ -3,8 +3,10 @@
 Task bodies only sync; this base class turns the error taxonomy of `shared/errors.py` into actions:
 - RetryableError (5xx, timeouts, 412, races, a busy record) → retry with exponential backoff and full jitter,
   at least the server's Retry-After; after `max_retries` → dead letter;
-- RateLimitedError (429) → retry after the fleet-wide cooldown, without using up the retry budget;
-- AuthError → retried like a transient error (credentials get fixed), then dead-lettered;
+- RateLimitedError (429) → retry after Retry-After plus a widening jitter, without using up the retry budget
+  (the transport has already paused and slowed the whole fleet, see shared/ratelimit.py);
+- AuthError → retried at the longest delay (credentials get fixed and workers restarted; an outage must not
+  empty every queue into the dead letters within a minute), then dead-lettered with a hint to replay;
 - PermanentError, NotFoundError, and any unexpected exception (a bug, or data no rule foresaw) → dead letter
   at once, with a reason. A worker never crashes on data and never loops on a poison message.
 """
@@ -20,9 +22,9 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from shared import metrics
+from shared import logs, metrics
 from shared.context import Context, get_context
-from shared.errors import AuthError, ErrorInfo, RateLimitedError, RetryableError
+from shared.errors import AuthError, ErrorInfo, RateLimitedError, RetryableError, SyncError
 from shared.messages import ChangeMessage, other
 from shared.settings import load_settings
 from shared.store import links as store
@@ -42,11 +44,22 @@ def backoff_seconds(failures: int, base: float, cap: float, retry_after: float |
     return round(delay, 3)
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+def throttle_backoff_seconds(
+    throttles: int, base: float, cap: float, retry_after: float | None, rng: random.Random
+) -> float:
+    """After a 429: the server's Retry-After plus a jitter that widens with each 429 of this message, so the
+    fleet's retries do not all return in the same instant when the cooldown ends."""
+    jitter = rng.uniform(0, min(cap, base * (2**throttles)))
+    return round(min(cap, (retry_after if retry_after is not None else 1.0) + jitter), 3)
+
+
+def auth_backoff_seconds(cap: float, rng: random.Random) -> float:
+    """Credentials do not come back in a second: wait between half the cap and the cap."""
+    return round(cap / 2 + rng.uniform(0, cap / 2), 3)
+
+
+def direction(message: ChangeMessage) -> str:
+    return f"{message.source}->{other(message.source)}"
 
 
 class SyncTask(Task):  # type: ignore[type-arg]
@@ -54,6 +67,9 @@ class SyncTask(Task):  # type: ignore[type-arg]
 
     abstract = True
     acks_late = True
+    # Celery's own retry cap (3 by default) must never apply: the budget here is the `failures` argument, and
+    # 429s do not spend it. Without this a record would vanish, not dead-letter, after Celery's 3rd retry.
+    max_retries = None
     _rng = random.Random()
 
     @property
@@ -69,6 +85,16 @@ class SyncTask(Task):  # type: ignore[type-arg]
             # Not ours or corrupted: nothing to retry and no record to dead-letter; say so loudly.
             log.error("dropping a malformed message for %s: %s", self.name, str(exc)[:500])
             return "malformed"
+        with logs.bound(
+            entity=message.entity,
+            system=message.source,
+            record_id=message.source_id,
+            task_id=self.request.id,
+            task_name=self.name,
+        ):
+            return self._process(message, failures)
+
+    def _process(self, message: ChangeMessage, failures: int) -> str:
         if self._redelivered_too_often(message):
             self._dead_letter(
                 message,
@@ -78,13 +104,15 @@ class SyncTask(Task):  # type: ignore[type-arg]
             )
             return "dead-lettered"
         try:
-            outcome = self.run(message.model_dump(mode="json"))
+            outcome = str(self.run(message.model_dump(mode="json")))
         except Retry:
             raise
         except RateLimitedError as exc:
-            self._retry(message, failures, exc, count=False)
-        except (RetryableError, AuthError, SoftTimeLimitExceeded, *INFRASTRUCTURE_ERRORS) as exc:
-            self._retry(message, failures, exc, count=True)
+            return self._retry(message, failures, exc, count=False)
+        except AuthError as exc:
+            return self._retry(message, failures, exc, count=True, auth=True)
+        except (RetryableError, SoftTimeLimitExceeded, *INFRASTRUCTURE_ERRORS) as exc:
+            return self._retry(message, failures, exc, count=True)
         except Exception as exc:  # noqa: BLE001 - a bug or unforeseen data must not crash the worker
             self._dead_letter(message, exc)
             return "dead-lettered"
@@ -92,25 +120,44 @@ class SyncTask(Task):  # type: ignore[type-arg]
             # A replay or a reconcile repair that ends without a write still settles the record's dead letter.
             with self.ctx.db.session() as session:
                 store.resolve_dead_letters(session, message.entity, {message.source: message.source_id})
-        metrics.RECORDS.labels(message.entity, f"{message.source}->{other(message.source)}", str(outcome)).inc()
+        metrics.RECORDS.labels(message.entity, direction(message), outcome).inc()
         return outcome
 
-    def _retry(self, message: ChangeMessage, failures: int, exc: BaseException, *, count: bool) -> None:
+    def _retry(
+        self, message: ChangeMessage, failures: int, exc: BaseException, *, count: bool, auth: bool = False
+    ) -> str:
+        """Raise Celery's Retry with the next countdown; or dead-letter when the budget is spent."""
         settings = self.ctx.settings
         if count and failures >= settings.max_retries:
             self._dead_letter(message, exc, retries_exhausted=True)
-            return
-        retry_after = getattr(exc, "retry_after", None)
-        countdown = backoff_seconds(
-            failures, settings.retry_backoff_base, settings.retry_backoff_max, retry_after, self._rng
-        )
+            return "dead-lettered"
+        if auth:
+            countdown = auth_backoff_seconds(settings.retry_backoff_max, self._rng)
+        elif not count:
+            throttles = max(0, int(self.request.retries or 0) - failures)  # Celery counts every retry
+            countdown = throttle_backoff_seconds(
+                throttles,
+                settings.retry_backoff_base,
+                settings.retry_backoff_max,
+                getattr(exc, "retry_after", None),
+                self._rng,
+            )
+        else:
+            countdown = backoff_seconds(
+                failures,
+                settings.retry_backoff_base,
+                settings.retry_backoff_max,
+                getattr(exc, "retry_after", None),
+                self._rng,
+            )
         metrics.RETRIES.labels(message.entity, type(exc).__name__).inc()
         log.warning(
-            "retrying %s in %.1fs (%s): %s",
+            "retrying %s in %.1fs (%s%s): %s",
             message.key(),
             countdown,
             type(exc).__name__,
-            redact(str(exc), settings.secrets()),
+            "" if count else ", not counted",
+            logs.redact(str(exc), settings.secrets()),
         )
         raise self.retry(
             args=(message.model_dump(mode="json"),),
@@ -122,9 +169,11 @@ class SyncTask(Task):  # type: ignore[type-arg]
     def _dead_letter(self, message: ChangeMessage, exc: BaseException, *, retries_exhausted: bool = False) -> None:
         settings = self.ctx.settings
         info = ErrorInfo.of(exc)
-        reason = redact(info.reason, settings.secrets())
+        reason = logs.redact(info.reason, settings.secrets())
         if retries_exhausted:
             reason = f"gave up after {settings.max_retries} retries: {reason}"
+            if isinstance(exc, AuthError):
+                reason += " (check the credentials and URL of that system, restart the workers, then replay)"
         ids = {message.source: message.source_id}
         try:
             with self.ctx.db.session() as session:
@@ -150,13 +199,15 @@ class SyncTask(Task):  # type: ignore[type-arg]
                 args=(message.model_dump(mode="json"),), countdown=5, max_retries=None, exc=db_exc
             ) from None
         metrics.DEAD_LETTERS.labels(message.entity, info.error_class).inc()
+        metrics.RECORDS.labels(message.entity, direction(message), "dead-lettered").inc()
         log.error(
             "dead-lettered %s: %s: %s",
             message.key(),
             info.error_class,
             reason,
-            exc_info=not isinstance(exc, RetryableError | AuthError)
-            and info.error_class not in ("InvalidDataError", "ForbiddenEditError", "PermanentError", "NotFoundError"),
+            extra={"customerp_id": ids.get("customerp"), "wave_id": ids.get("wave")},
+            # A classified error is explained by its reason; anything else is a bug and needs its traceback.
+            exc_info=None if isinstance(exc, SyncError) else exc,
         )
 
     def _redelivered_too_often(self, message: ChangeMessage) -> bool:
