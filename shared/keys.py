@@ -55,3 +55,8 @@ def cooldown_key(system: str) -> str:
 def poll_stats_key(system: str, entity: Entity) -> str:
     """Hash of the last poll run: started/finished timestamps, records seen and enqueued."""
     return f"{PREFIX}:poll:{system}:{entity}"
+
+
+def redeliveries_key(task_id: str) -> str:
+    """How often the broker redelivered one task (its worker died): a poison message ends in the DLQ."""
+    return f"{PREFIX}:redeliveries:{task_id}"

@@ -74,9 +74,14 @@ def worker(ctx: typer.Context) -> None:
     from wavesync.services import worker_argv
 
     _settings()
+    argv = worker_argv(list(ctx.args))
+    # `celery -P gevent` monkey-patches in its own __main__; app.worker_main does not, so do it first.
+    from celery import maybe_patch_concurrency
+
+    maybe_patch_concurrency(["celery", *argv])
     from shared.celery_app import app
 
-    app.worker_main(worker_argv(list(ctx.args)))
+    app.worker_main(argv)
 
 
 @cli.command(context_settings=PASSTHROUGH)

@@ -22,7 +22,7 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from shared import logs, metrics
+from shared import keys, logs, metrics
 from shared.context import Context, get_context
 from shared.errors import AuthError, ErrorInfo, RateLimitedError, RetryableError, SyncError
 from shared.messages import ChangeMessage, other
@@ -214,7 +214,7 @@ class SyncTask(Task):  # type: ignore[type-arg]
         delivery = getattr(self.request, "delivery_info", None) or {}
         if not delivery.get("redelivered") or not self.request.id:
             return False
-        key = f"wavesync:redeliveries:{self.request.id}"
+        key = keys.redeliveries_key(self.request.id)
         count = int(self.ctx.redis.incr(key))
         self.ctx.redis.expire(key, 24 * 3600)
         return count > MAX_REDELIVERIES
