@@ -73,12 +73,13 @@ class EntityReport:
 
 def _all_customerp(ctx: Context, entity: Entity) -> dict[str, dict[str, Any]]:
     live: dict[str, dict[str, Any]] = {}
-    for item in ctx.customerp.iter_changes(entity):
-        record = item.model_dump(mode="json")
-        if record.get("deleted"):
-            live.pop(str(record["id"]), None)
-        else:
-            live[str(record["id"])] = record
+    for page in ctx.customerp.iter_changes(entity, limit=500):
+        for item in page.items:
+            record = item.model_dump(mode="json")
+            if record.get("deleted"):
+                live.pop(str(record["id"]), None)
+            else:
+                live[str(record["id"])] = record
     return live
 
 
@@ -200,8 +201,9 @@ class Reconciler:
                 limit,
             )
         else:
-            messages += [self._verified_delete(entity, "wave", wave_id) for wave_id in report.deleted_in_customerp]
-            messages += [self._verified_delete(entity, "customerp", cp_id) for cp_id in report.deleted_in_wave]
+            verified = [self._verified_delete(entity, "customerp", wave_id) for wave_id in report.deleted_in_customerp]
+            verified += [self._verified_delete(entity, "wave", cp_id) for cp_id in report.deleted_in_wave]
+            messages += [m for m in verified if m is not None]
         messages += [
             ChangeMessage(entity=entity, source="customerp", source_id=i, reread=True)
             for i in [*report.drift, *report.missing_in_wave]
@@ -214,14 +216,14 @@ class Reconciler:
                 app.send_task(keys.SYNC_TASK[entity], args=[message.to_json()], queue=entity)
                 report.repaired += 1
 
-    def _verified_delete(self, entity: Entity, gone_in: System, survivor_id: str) -> ChangeMessage:
+    def _verified_delete(self, entity: Entity, gone_in: System, survivor_id: str) -> ChangeMessage | None:
         """The survivor's partner vanished from a full listing; confirm by lookup before deleting anything."""
         ctx, flow = self.ctx, FLOWS[entity]
         with ctx.db.session() as session:
             survivor_system: System = "wave" if gone_in == "customerp" else "customerp"
             link = store.find_link(session, entity, survivor_system, survivor_id)
         if link is None:
-            return ChangeMessage(entity=entity, source=survivor_system, source_id="", reread=True)
+            return None  # unlinked meanwhile: nothing to propagate
         gone_id = link.own_id(gone_in)
         try:
             flow.read(ctx, gone_in, gone_id)
