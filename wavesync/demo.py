@@ -106,6 +106,20 @@ class Demo:
         say("1. Seeding: Customerp has customers, products and orders; Wave already has some of its own.")
         self.admin(self.cp_admin, "POST", "seed", {"customers": 12, "products": 6, "orders": 8, "lines": 3, "seed": 7})
         self.admin(self.wave_admin, "POST", "seed", {"customers": 4, "products": 2, "invoices": 0, "seed": 11})
+        # Seeded ERP data is deliberately messy; tidy what would dead-letter, keep one bad record to show.
+        cp = self.snapshot(self.cp_admin)
+        for product in cp["products"]:
+            if product.get("currency") not in (None, "USD") or product.get("archived"):
+                self.admin(self.cp_admin, "PATCH", f"products/{product['id']}", {"currency": "USD", "archived": False})
+        for order in cp["orders"]:
+            if order.get("status") in ("paid", "partially_paid", "cancelled"):
+                self.admin(self.cp_admin, "PATCH", f"orders/{order['id']}", {"status": "sent"})
+        self.admin(
+            self.cp_admin,
+            "POST",
+            "products",
+            {"name": "Imported espresso machine", "unit_price": "899", "currency": "EUR"},
+        )
         # One customer exists on both sides already (same email): it must be matched, not duplicated.
         cp_customer = self.snapshot(self.cp_admin)["customers"][0]
         self.ctx.wave.create_customer({"name": cp_customer["company_name"], "email": cp_customer["email"]})

@@ -108,3 +108,29 @@ def test_deleting_in_customerp_deletes_in_wave(system: System) -> None:
     system.settle()
     assert [c for c in wave_customers(system) if c.get("email") == doomed["email"]] == []
     assert len(wave_customers(system)) == 1
+
+
+@pytest.fixture
+def no_creation_in_customerp(boxes: Any, redis_server: Any, tmp_path: Any) -> Any:
+    from tests.harness import System as Running
+    from tests.workers.conftest import clean_redis
+
+    boxes.reset()
+    clean_redis(redis_server.url)
+    running = Running(boxes, redis_server.url, tmp_path, create_in_customerp=frozenset())
+    running.start_worker()
+    yield running
+    running.close()
+
+
+def test_creation_can_be_switched_off_per_direction(no_creation_in_customerp: System) -> None:
+    system = no_creation_in_customerp
+    system.ctx.wave.create_customer({"name": "Stays in Wave", "email": "stays@wave.test"})
+    system.boxes.cp("POST", "seed", {"customers": 2, "products": 0, "orders": 0, "seed": 12})
+    system.settle()
+    assert [c for c in cp_customers(system) if c["email"] == "stays@wave.test"] == []
+    assert len(wave_customers(system)) == 3  # Customerp → Wave creation is still on
+    from producers.reconcile import Reconciler
+
+    [report] = Reconciler(system.ctx, repair=False).run(("customers",))
+    assert (report.problems, report.excluded) == (0, 1)
