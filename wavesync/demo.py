@@ -125,15 +125,6 @@ class Demo:
         self.ctx.wave.create_customer({"name": cp_customer["company_name"], "email": cp_customer["email"]})
         self.onboarded_email = cp_customer["email"]
 
-    def fallback_product(self) -> str:
-        """Free-text order lines need a product in Wave: the demo configures a fallback product for them."""
-        income = self.ctx.wave.list_accounts(["INCOME"])[0].id
-        product = self.ctx.wave.create_product(
-            {"name": "Miscellaneous (free-text lines)", "unitPrice": "0", "incomeAccountId": income}
-        )
-        say(f"   free-text order lines go to Wave product {product.name!r} (WAVESYNC_FALLBACK_PRODUCT_ID)")
-        return product.id
-
     def dead_letter_report(self) -> None:
         entries = DeadLetters(self.ctx.db).list(Filter())
         say(f"6. Dead letters ({len(entries)}), each with a reason a person can act on (`wavesync dlq list`):")
@@ -261,7 +252,6 @@ def run_demo(settings: Settings, *, keep: bool) -> int:
         demo = Demo(demo_settings, env, boxes.customerp_url, boxes.wave_url)
         stack.callback(demo.close)
         demo.seed()
-        env["WAVESYNC_FALLBACK_PRODUCT_ID"] = demo.fallback_product()
         fleet = Fleet(env, log=data_dir / "services.log")
         stack.callback(fleet.stop)
         fleet.start(["worker", "--loglevel", "WARNING"], ["beat", "--loglevel", "WARNING"])
