@@ -20,6 +20,7 @@ from typing import Any
 from shared import keys, metrics
 from shared.celery_app import app
 from shared.context import Context, get_context
+from shared.errors import RetryableError
 from shared.messages import ChangeMessage, System
 from shared.natural_keys import NaturalKeyIndex
 from shared.settings import Entity, load_settings
@@ -237,7 +238,12 @@ def iter_pollers() -> Iterator[tuple[System, Entity]]:
 
 @app.task(name=keys.POLL_TASK, ignore_result=True)
 def poll(system: System, entity: Entity) -> dict[str, Any]:
-    stats = Poller(get_context(load_settings), system, entity).run()
+    try:
+        stats = Poller(get_context(load_settings), system, entity).run()
+    except RetryableError as exc:
+        # The watermark stayed where the last complete page left it: the next scheduled run carries on from there.
+        log.warning("poll %s %s stopped early, the next run resumes: %s", system, entity, exc)
+        return {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
     if stats.skipped:
         log.info("poll %s %s skipped: %s", system, entity, stats.skipped)
     return {

@@ -114,7 +114,9 @@ class Reconciler:
         wave = _all_wave(ctx, entity)
         with ctx.db.session() as session:
             links = list(store.all_links(session, entity))
-            dead = {(d.source, d.source_id) for d in session.query(DeadLetter).filter(DeadLetter.entity == entity)}
+            entries = list(session.query(DeadLetter).filter(DeadLetter.entity == entity))
+            dead = {(d.source, d.source_id) for d in entries}
+            dead_deletions = {(d.source, d.source_id) for d in entries if (d.message or {}).get("deleted")}
         report.customerp_records, report.wave_records, report.links = len(cp), len(wave), len(links)
         report.dead_lettered = len(dead)
         linked_cp = {link.customerp_id for link in links}
@@ -123,22 +125,27 @@ class Reconciler:
         token = orders.SYNC_DEPENDENCIES.set(False)  # a check never writes, not even a dependency
         try:
             for link in links:
-                self._compare(flow, link, cp, wave, report, dead)
+                self._compare(flow, link, cp, wave, report, dead, dead_deletions)
         finally:
             orders.SYNC_DEPENDENCIES.reset(token)
 
+        unpaired: set[tuple[str, str]] = set()  # dead-lettered or excluded: left out of the duplicate count
         for system, records, linked, missing in (
             ("customerp", cp, linked_cp, report.missing_in_wave),
             ("wave", wave, linked_wave, report.missing_in_customerp),
         ):
             for record_id, record in records.items():
-                if record_id in linked or (system, record_id) in dead:
+                if (system, record_id) in dead:
+                    unpaired.add((system, record_id))
+                    continue
+                if record_id in linked:
                     continue
                 if self._excluded(flow, system, record):  # type: ignore[arg-type]
                     report.excluded += 1
+                    unpaired.add((system, record_id))
                 else:
                     missing.append(record_id)
-        self._find_duplicates(entity, cp, wave, report)
+        self._find_duplicates(entity, cp, wave, report, unpaired)
         if self.repair:
             self._repair(entity, report, total=max(len(links), 1))
         return report
@@ -151,15 +158,20 @@ class Reconciler:
         wave: dict[str, Any],
         report: EntityReport,
         dead: set[tuple[str, str]],
+        dead_deletions: set[tuple[str, str]],
     ) -> None:
         cp_record, wave_record = cp.get(link.customerp_id), wave.get(link.wave_id)
         if cp_record is None and wave_record is None:
             return  # both gone: the link row is stale history, nothing to propagate
+        # A deletion that could not be propagated (a customer that still has orders) waits in the dead-letter
+        # queue of the side it was deleted in, with its reason: reported there, not as drift.
         if cp_record is None:
-            report.deleted_in_customerp.append(link.wave_id)
+            if ("customerp", link.customerp_id) not in dead_deletions:
+                report.deleted_in_customerp.append(link.wave_id)
             return
         if wave_record is None:
-            report.deleted_in_wave.append(link.customerp_id)
+            if ("wave", link.wave_id) not in dead_deletions:
+                report.deleted_in_wave.append(link.customerp_id)
             return
         if ("customerp", link.customerp_id) in dead or ("wave", link.wave_id) in dead:
             return
@@ -180,11 +192,34 @@ class Reconciler:
         archived = record.get("archived") if system == "customerp" else record.get("isArchived")
         return flow.entity == "products" and bool(archived)
 
-    def _find_duplicates(self, entity: Entity, cp: dict[str, Any], wave: dict[str, Any], report: EntityReport) -> None:
+    def _find_duplicates(
+        self,
+        entity: Entity,
+        cp: dict[str, Any],
+        wave: dict[str, Any],
+        report: EntityReport,
+        unpaired: set[tuple[str, str]],
+    ) -> None:
+        """A natural key held by more records in one system than in the other: the sync made a second record for
+        one partner. (Two customers that share an email in both systems are the users' data, mirrored.)"""
         cp_key, wave_key = NATURAL_KEY[entity]
+        counts: dict[str, Counter[str]] = {}
         for system, records, key in (("customerp", cp, cp_key), ("wave", wave, wave_key)):
-            counts = Counter(normalise_key(str(r.get(key))) for r in records.values() if r.get(key))
-            report.duplicates += [f"{system}:{key}={value}" for value, n in counts.items() if n > 1]
+            counts[system] = Counter(
+                normalise_key(str(r.get(key)))
+                for record_id, r in records.items()
+                if r.get(key) and (system, record_id) not in unpaired
+            )
+        for system, key, mine, other_system in (
+            ("customerp", cp_key, counts["customerp"], "wave"),
+            ("wave", wave_key, counts["wave"], "customerp"),
+        ):
+            theirs = counts[other_system]
+            report.duplicates += [
+                f"{system}:{key}={value} ({n} records, {theirs[value]} in {other_system})"
+                for value, n in sorted(mine.items())
+                if n > 1 and n > theirs[value]
+            ]
 
     def _repair(self, entity: Entity, report: EntityReport, total: int) -> None:
         settings = self.ctx.settings

@@ -7,8 +7,12 @@ no two workers writing one record at once).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -58,12 +62,12 @@ class Coordinator:
         """Remember the newest version a worker finished, so an overlapping poll does not enqueue it again
         (linked records have their link for that; this covers records that stayed unlinked, e.g. skipped)."""
         if version:
-            self.redis.set(f"{keys.PREFIX}:done:{entity}:{system}:{record_id}", version, ex=DONE_TTL_S)
+            self.redis.set(keys.done_key(entity, system, record_id), version, ex=DONE_TTL_S)
 
     def done_versions(self, entity: Entity, system: str, record_ids: list[str]) -> dict[str, str]:
         if not record_ids:
             return {}
-        values = self.redis.mget([f"{keys.PREFIX}:done:{entity}:{system}:{i}" for i in record_ids])
+        values = self.redis.mget([keys.done_key(entity, system, i) for i in record_ids])
         return {i: v.decode() for i, v in zip(record_ids, values, strict=True) if isinstance(v, bytes)}
 
     @contextmanager
@@ -90,15 +94,97 @@ class Coordinator:
                 with suppress(redis.exceptions.LockError):
                     lock.release()
 
-    def begin_create(self, entity: Entity, target: str, source_id: str, started_at: str) -> str | None:
-        """Record that we are about to create `source_id`'s partner in `target`. Returns the start time of an
-        earlier attempt that never finished (a crash between the remote create and the link), if any."""
-        key = f"{keys.PREFIX}:creating:{entity}:{target}:{source_id}"
-        previous = self.redis.get(key)
-        if previous is None:
-            self.redis.set(key, started_at, ex=CREATE_INTENT_TTL_S)
+    def hold_writes(self, entity: Entity, system: str, record_id: str, seconds: float) -> None:
+        """A write to this record may still land (its answer never came): hold further writes for `seconds`, so
+        that a late write cannot overwrite a newer one (Wave has no conditional writes)."""
+        self.redis.set(keys.held_key(entity, system, record_id), "1", px=max(1, int(seconds * 1000)))
+
+    def writes_held(self, entity: Entity, system: str, record_id: str) -> float:
+        """Seconds until writes to this record may go on (0: now)."""
+        remaining = int(self.redis.pttl(keys.held_key(entity, system, record_id)))
+        return remaining / 1000 if remaining > 0 else 0.0
+
+    def begin_create(
+        self, entity: Entity, target: str, source_id: str, started_at: str, sent: dict[str, Any]
+    ) -> CreateIntent | None:
+        """Record that we are about to create `source_id`'s partner in `target` from the canonical record `sent`.
+
+        Returns the intent of an earlier attempt that never finished (a crash, a lost answer), if any: the caller
+        must look for what that attempt may have created, and resend exactly what it sent.
+        """
+        key = keys.creating_key(entity, target)
+        value = json.dumps({"started_at": started_at, "sent": sent}, sort_keys=True)
+        if self.redis.hsetnx(key, source_id, value):
+            self.redis.expire(key, CREATE_INTENT_TTL_S)
             return None
-        return previous.decode() if isinstance(previous, bytes) else str(previous)
+        previous = self.redis.hget(key, source_id)
+        if previous is None:  # finished meanwhile: start afresh
+            return self.begin_create(entity, target, source_id, started_at, sent)
+        return CreateIntent.parse(source_id, previous)
+
+    def create_intent(self, entity: Entity, target: str, source_id: str) -> CreateIntent | None:
+        """The unfinished creation of `source_id`'s partner in `target`, if one was begun."""
+        raw = self.redis.hget(keys.creating_key(entity, target), source_id)
+        return CreateIntent.parse(source_id, raw) if raw is not None else None
+
+    def touch_create(self, entity: Entity, target: str, source_id: str, attempted_at: str) -> None:
+        """Note that the create is being sent again now: a late answer to this attempt is what to wait for."""
+        key = keys.creating_key(entity, target)
+        raw = self.redis.hget(key, source_id)
+        if raw is None:
+            return
+        intent = CreateIntent.parse(source_id, raw)
+        value = {"started_at": intent.started_at, "attempted_at": attempted_at, "sent": intent.sent}
+        self.redis.hset(key, source_id, json.dumps(value, sort_keys=True))
 
     def end_create(self, entity: Entity, target: str, source_id: str) -> None:
-        self.redis.delete(f"{keys.PREFIX}:creating:{entity}:{target}:{source_id}")
+        self.redis.hdel(keys.creating_key(entity, target), source_id)
+
+    def creations_in_flight(
+        self, entity: Entity, target: str, *, max_age_s: float, now: datetime
+    ) -> list[CreateIntent]:
+        """Unfinished creations into `target` that started less than `max_age_s` ago."""
+        intents = [CreateIntent.parse(k, v) for k, v in self.redis.hgetall(keys.creating_key(entity, target)).items()]
+        return [i for i in intents if (now - i.started).total_seconds() < max_age_s]
+
+
+@dataclass(frozen=True)
+class CreateIntent:
+    """An attempt to create a record's partner: when it started and the canonical record it sends."""
+
+    source_id: str
+    started_at: str
+    sent: dict[str, Any] | None
+    attempted_at: str | None = None  # the latest attempt to send the create, when it was sent again
+
+    @property
+    def started(self) -> datetime:
+        return _aware(self.started_at)
+
+    @property
+    def attempted(self) -> datetime:
+        return _aware(self.attempted_at or self.started_at)
+
+    @classmethod
+    def parse(cls, source_id: str | bytes, raw: str | bytes) -> CreateIntent:
+        sid = source_id.decode() if isinstance(source_id, bytes) else source_id
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = {"started_at": text}  # written by an older version: a bare timestamp
+        if not isinstance(value, dict):
+            value = {"started_at": str(value)}
+        sent = value.get("sent")
+        attempted = value.get("attempted_at")
+        return cls(
+            sid,
+            str(value.get("started_at")),
+            sent if isinstance(sent, dict) else None,
+            str(attempted) if attempted else None,
+        )
+
+
+def _aware(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

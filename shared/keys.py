@@ -29,8 +29,25 @@ def pending_key(entity: Entity, system: str, record_id: str) -> str:
 
 
 def record_lock_key(entity: Entity, system: str, record_id: str) -> str:
-    """Held while a worker syncs one record, so two workers never write the same pair at once."""
+    """Held while a worker syncs one pair (keyed by its Customerp id; a Wave record not linked yet by its own), so
+    two workers never write the same pair at once."""
     return f"{PREFIX}:lock:record:{entity}:{system}:{record_id}"
+
+
+def done_key(entity: Entity, system: str, record_id: str) -> str:
+    """The newest version a worker finished for a record that stayed unlinked, so polls do not enqueue it again."""
+    return f"{PREFIX}:done:{entity}:{system}:{record_id}"
+
+
+def creating_key(entity: Entity, target: str) -> str:
+    """Hash of unfinished creations into `target`: source id -> {started_at, attempted_at, sent}. Lets a retry find
+    what a crashed or unanswered create made, and a record made that way wait for its link."""
+    return f"{PREFIX}:creating:{entity}:{target}"
+
+
+def held_key(entity: Entity, system: str, record_id: str) -> str:
+    """Set with a TTL after a write to the record went unanswered: no write to it until that one cannot land."""
+    return f"{PREFIX}:held:{entity}:{system}:{record_id}"
 
 
 def poller_lock_key(system: str, entity: Entity) -> str:

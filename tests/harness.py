@@ -18,6 +18,7 @@ import httpx
 import redis
 
 from producers.pollers import Poller
+from producers.reconcile import EntityReport, Reconciler
 from sandboxes.customerp.app import CustomerpSandboxConfig
 from sandboxes.customerp.app import create_app as create_customerp_app
 from sandboxes.serve import ServerThread
@@ -25,6 +26,7 @@ from sandboxes.wave.app import create_app as create_wave_app
 from sandboxes.wave.config import WaveSandboxConfig
 from shared import keys
 from shared.context import Context
+from shared.errors import RetryableError
 from shared.settings import ENTITIES, Settings
 from shared.store.db import upgrade
 
@@ -79,6 +81,16 @@ class Sandboxes:
         server = self.customerp if system == "customerp" else self.wave
         self.http.patch(f"{server.url}/_admin/faults", json=config).raise_for_status()
 
+    def clear_faults(self, system: str) -> None:
+        server = self.customerp if system == "customerp" else self.wave
+        self.http.put(f"{server.url}/_admin/faults", json={}).raise_for_status()
+
+    def faults_injected(self, system: str) -> dict[str, int]:
+        """Faults the sandbox injected since the last reset, by kind (429, 5xx, hang, drop, lost_response)."""
+        server = self.customerp if system == "customerp" else self.wave
+        faults: dict[str, int] = self.http.get(f"{server.url}/_admin/counters").json()["faults"]
+        return faults
+
 
 class System:
     """Sandboxes + a link store + a worker process + in-process pollers, on the session's Redis."""
@@ -112,6 +124,7 @@ class System:
         self.ctx = Context.from_settings(self.settings)
         self.redis = redis.Redis.from_url(redis_url)
         self.worker: subprocess.Popen[bytes] | None = None
+        self.beat: subprocess.Popen[bytes] | None = None
         self.log = workdir / "worker.log"
 
     def env(self) -> dict[str, str]:
@@ -129,14 +142,13 @@ class System:
         env["WAVESYNC_LOG_FORMAT"] = "text"
         return env
 
-    def start_worker(self, concurrency: int = 4) -> None:
+    def start_worker(self, concurrency: int = 4, entry: tuple[str, ...] = ("-m", "wavesync", "worker")) -> None:
+        """A worker process on every queue. `entry` may name another module that runs one (see tests/crashes)."""
         log = self.log.open("ab")
         self.worker = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "wavesync",
-                "worker",
+                *entry,
                 "-Q",
                 ",".join(keys.QUEUES),
                 "--pool",
@@ -169,7 +181,48 @@ class System:
                 self.worker.wait()
         self.worker = None
 
+    def start_beat(self) -> None:
+        """Beat as a child process: it schedules the pollers every `poll_interval` onto the control queue."""
+        log = self.log.open("ab")
+        self.beat = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wavesync",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(self.workdir / "celerybeat-schedule"),
+            ],
+            env=self.env(),
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+        )
+
+    def wait_for_polls(self, timeout: float = 30) -> None:
+        """Until beat's pollers have run once (each run leaves its stats in Redis)."""
+        deadline = time.monotonic() + timeout
+        while not self.redis.exists(keys.poll_stats_key("customerp", "orders")):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"beat's pollers did not run within {timeout}s; log: {self.log}")
+            time.sleep(0.1)
+
+    def stop_beat(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.beat is None:
+            return
+        if self.beat.poll() is None:
+            self.beat.send_signal(sig)
+            try:
+                self.beat.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.beat.kill()
+                self.beat.wait()
+        self.beat = None
+
     def close(self) -> None:
+        self.stop_beat()
         self.stop_worker()
         self.ctx.close()
         self.redis.close()
@@ -227,3 +280,34 @@ class System:
             if any(w in k for w in ("Create", "Patch", "Delete", "Archive", "Approve", "MarkSent"))
         }
         return {"customerp": sum(cp.values()), "wave": sum(wave.values())}
+
+    # --- convergence ---
+
+    def check(self) -> list[EntityReport]:
+        """The convergence checker (`wavesync reconcile --check`): reports only, never writes."""
+        return self._reconcile(repair=False)
+
+    def _reconcile(self, *, repair: bool, attempts: int = 5) -> list[EntityReport]:
+        """One reconcile run; a transient failure (a slow sandbox on a busy machine) means a new run, as the
+        scheduled reconcile task would make."""
+        for attempt in range(attempts):
+            try:
+                return Reconciler(self.ctx, repair=repair).run()
+            except RetryableError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
+
+    def converge(self, rounds: int = 6, timeout: float = 120) -> int:
+        """After a history: poll until quiet, then reconcile-repair (Wave deletions are only seen that way) until
+        a repair finds nothing to do. Returns how many repair messages were needed."""
+        repaired = 0
+        for _ in range(rounds):
+            self.settle(timeout=timeout)
+            sent = sum(r.repaired for r in self._reconcile(repair=True))
+            self.wait_idle(timeout)
+            if sent == 0:
+                return repaired
+            repaired += sent
+        raise AssertionError(f"reconcile still repairing after {rounds} rounds")

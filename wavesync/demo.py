@@ -120,10 +120,20 @@ class Demo:
             "products",
             {"name": "Imported espresso machine", "unit_price": "899", "currency": "EUR"},
         )
+        # Free-text order lines (no product) go to a Wave product kept for them (WAVESYNC_FALLBACK_PRODUCT_ID).
+        fallback = self.ctx.wave.create_product({"name": "Freight and services", "unitPrice": "0"})
+        self.use_fallback_product(fallback.id)
         # One customer exists on both sides already (same email): it must be matched, not duplicated.
         cp_customer = self.snapshot(self.cp_admin)["customers"][0]
         self.ctx.wave.create_customer({"name": cp_customer["company_name"], "email": cp_customer["email"]})
         self.onboarded_email = cp_customer["email"]
+
+    def use_fallback_product(self, product_id: str) -> None:
+        self.env["WAVESYNC_FALLBACK_PRODUCT_ID"] = product_id
+        self.settings = self.settings.model_copy(update={"fallback_product_id": product_id})
+        self.ctx.close()
+        self.ctx = Context.from_settings(self.settings)
+        say(f"   Wave product {product_id} takes order lines without a product (WAVESYNC_FALLBACK_PRODUCT_ID)")
 
     def dead_letter_report(self) -> None:
         entries = DeadLetters(self.ctx.db).list(Filter())

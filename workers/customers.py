@@ -14,7 +14,7 @@ from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage
 from shared.natural_keys import NaturalKeyIndex, normalise_key
 from workers.base import SyncTask
-from workers.engine import Flow, Record, sync_message
+from workers.engine import Flow, Record, is_repeat, sync_message
 
 
 def display_id_index(ctx: Context) -> NaturalKeyIndex:
@@ -32,6 +32,7 @@ def _same_customer(record: Record, canonical: Canonical) -> bool:
 class CustomerFlow(Flow):
     entity = "customers"
     fields = mapping.FIELDS
+    identity = ("name", "email", "number")
 
     def wave_read(self, ctx: Context, wave_id: str) -> Record:
         return ctx.wave.get_customer(wave_id).model_dump(mode="json", by_alias=True)
@@ -87,4 +88,4 @@ FLOW = CustomerFlow()
 
 @app.task(bind=True, base=SyncTask, name=keys.SYNC_TASK["customers"])
 def sync_customer(self: SyncTask, message: dict[str, Any], failures: int = 0) -> str:
-    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message))
+    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message), repeat=is_repeat(self.request))

@@ -22,7 +22,7 @@ from shared.settings import Entity
 from shared.store import links as store
 from workers import customers, products
 from workers.base import SyncTask
-from workers.engine import Flow, Record, sync_message
+from workers.engine import Flow, Record, is_repeat, sync_message
 
 DEPENDENCIES: dict[Entity, Flow] = {"customers": customers.FLOW, "products": products.FLOW}
 # Off while reconcile only checks: reading an invoice must then never create its customer.
@@ -38,7 +38,10 @@ def partner_id(ctx: Context, entity: Entity, system: System, record_id: str) -> 
             return link.partner_id(system)
         if attempt == 0 and SYNC_DEPENDENCIES.get():
             sync_message(
-                ctx, DEPENDENCIES[entity], ChangeMessage(entity=entity, source=system, source_id=record_id, reread=True)
+                ctx,
+                DEPENDENCIES[entity],
+                ChangeMessage(entity=entity, source=system, source_id=record_id, reread=True),
+                dependency=True,
             )
     raise PermanentError(
         f"the order's {entity[:-1]} {system}:{record_id} has no partner in {other(system)} (its creation is "
@@ -47,21 +50,35 @@ def partner_id(ctx: Context, entity: Entity, system: System, record_id: str) -> 
     )
 
 
+def later_status(customerp: Any, wave: Any) -> Any:
+    """An order's status only moves forward (Wave cannot move an invoice back): of two edits, the later stage wins."""
+    return max((customerp, wave), key=lambda status: mapping.STATUS_RANK.get(status, -1))
+
+
 class OrderFlow(Flow):
     entity = "orders"
     fields = mapping.FIELDS
+    resolvers = {"status": later_status}
+    identity = ("number", "customer")
 
     # --- canonical form ------------------------------------------------------------------------------------
 
     def canonical(self, ctx: Context, system: System, record: Record) -> Canonical:
         canonical = super().canonical(ctx, system, record)
         lines = record.get("lines" if system == "customerp" else "items") or []
-        try:
-            canonical["lines"] = [canonical_from(line, mapping.LINE_FIELDS, system) for line in lines]
-        except FieldValueError as exc:
-            raise InvalidDataError(f"order line value cannot be read: {exc}", system=system) from None
+        canonical["lines"] = []
+        for index, line in enumerate(lines):
+            try:
+                canonical["lines"].append(canonical_from(line, mapping.LINE_FIELDS, system))
+            except FieldValueError as exc:
+                path = ("lines" if system == "customerp" else "items", str(index), *exc.path)
+                raise InvalidDataError(
+                    f"order line value cannot be read: {exc}",
+                    system=system,
+                    field_errors=[FieldError(path, str(exc), "unreadable")],
+                ) from None
         if system == "wave":
-            canonical["status"] = mapping.WAVE_STATUS.get(str(record.get("status")), "draft")
+            canonical["status"] = mapping.wave_status(record.get("status"), record.get("lastSentAt"))
             if canonical.get("customer"):
                 canonical["customer"] = partner_id(ctx, "customers", "wave", canonical["customer"])
             for line in canonical["lines"]:
@@ -156,7 +173,7 @@ class OrderFlow(Flow):
         return self._advance_status(ctx, record, canonical)
 
     def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
-        current = mapping.WAVE_STATUS.get(str(record.get("status")), "draft")
+        current = mapping.wave_status(record.get("status"), record.get("lastSentAt"))
         wanted = canonical.get("status") or "draft"
         if "status" in changed and mapping.STATUS_RANK.get(wanted, 0) < mapping.STATUS_RANK.get(current, 0):
             raise ForbiddenEditError(
@@ -179,11 +196,15 @@ class OrderFlow(Flow):
                 record = ctx.wave.patch_invoice(record["id"], patch).model_dump(mode="json", by_alias=True)
         return self._advance_status(ctx, record, canonical)
 
+    def finish_create(self, ctx: Context, target: System, record: Record, canonical: Canonical) -> Record:
+        return self._advance_status(ctx, record, canonical) if target == "wave" else record
+
     def _advance_status(self, ctx: Context, record: Record, canonical: Canonical) -> Record:
         wanted = mapping.STATUS_RANK.get(canonical.get("status") or "draft", 0)
         if record.get("status") == "DRAFT" and wanted >= 1:
             record = ctx.wave.approve_invoice(record["id"]).model_dump(mode="json", by_alias=True)
-        if record.get("status") == "SAVED" and wanted == mapping.STATUS_RANK["sent"]:
+        current = mapping.wave_status(record.get("status"), record.get("lastSentAt"))
+        if current == "confirmed" and wanted == mapping.STATUS_RANK["sent"]:  # SAVED, or overdue and never sent
             record = ctx.wave.mark_invoice_sent(record["id"]).model_dump(mode="json", by_alias=True)
         return record
 
@@ -196,4 +217,4 @@ FLOW = OrderFlow()
 
 @app.task(bind=True, base=SyncTask, name=keys.SYNC_TASK["orders"])
 def sync_order(self: SyncTask, message: dict[str, Any], failures: int = 0) -> str:
-    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message))
+    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message), repeat=is_repeat(self.request))

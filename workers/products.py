@@ -14,7 +14,7 @@ from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage, System
 from shared.natural_keys import NaturalKeyIndex, normalise_key
 from workers.base import SyncTask
-from workers.engine import Flow, Record, sync_message
+from workers.engine import Flow, Record, is_repeat, sync_message
 
 
 def name_index(ctx: Context) -> NaturalKeyIndex:
@@ -68,6 +68,11 @@ class ProductFlow(Flow):
             body["currency"] = ctx.settings.wave_currency
         return body
 
+    def finish_create(self, ctx: Context, target: System, record: Record, canonical: Canonical) -> Record:
+        if target == "wave" and canonical.get("archived") and not record.get("isArchived"):
+            return ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
+        return record
+
     def wave_read(self, ctx: Context, wave_id: str) -> Record:
         return ctx.wave.get_product(wave_id).model_dump(mode="json", by_alias=True)
 
@@ -85,9 +90,14 @@ class ProductFlow(Flow):
         wave_id = name_index(ctx).get(name)
         if wave_id:
             try:
-                return self.wave_read(ctx, wave_id)
+                record = self.wave_read(ctx, wave_id)
             except NotFoundError:
                 return None
+            # An archived Wave product is history (often one deleted in Customerp): a live product of the same
+            # name is a new product, not that one coming back (Wave's API cannot un-archive it).
+            if record.get("isArchived") and not canonical.get("archived"):
+                return None
+            return record
         return None
 
     def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None:
@@ -137,4 +147,4 @@ FLOW = ProductFlow()
 
 @app.task(bind=True, base=SyncTask, name=keys.SYNC_TASK["products"])
 def sync_product(self: SyncTask, message: dict[str, Any], failures: int = 0) -> str:
-    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message))
+    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message), repeat=is_repeat(self.request))

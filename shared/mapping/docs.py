@@ -67,12 +67,44 @@ def render() -> str:
         "| Wave status | Customerp status |",
         "|---|---|",
     ]
-    parts += [f"| {wave} | {cp} |" for wave, cp in orders.WAVE_STATUS.items()]
+    parts += [
+        f"| {wave} | {'confirmed until it was sent, then sent' if wave in orders.SENT_OR_CONFIRMED else cp} |"
+        for wave, cp in orders.WAVE_STATUS.items()
+    ]
     parts += [
         "",
         "Customerp → Wave: `confirmed` approves a draft invoice (`invoiceApprove`), `sent` marks it sent "
         "(`invoiceMarkSent`). Wave invoices only move forward, so a status moved back, `cancelled`, or a "
         "payment status set in Customerp is a dead letter with the reason: payments are recorded in Wave.",
+        "",
+        "## Bad input: what happens to it",
+        "",
+        "Values one system accepts and the other refuses or changes. `tests/badinput/` holds one case per row.",
+        "",
+        "| input | outcome |",
+        "|---|---|",
+        "| product price with more than 5 decimals | normalised: Wave stores it rounded half away from zero to 5 "
+        "decimals; Customerp keeps its own (equal after rounding, so no write-back) |",
+        "| invoice quantity or price with more than 8 decimals (from Wave) | normalised: Wave rounds to 8 "
+        "decimals, which Customerp holds |",
+        "| zero product price, negative order line price (a discount), tiny quantities | synced as they are |",
+        "| emoji, right-to-left text, combining marks | synced unchanged |",
+        "| two customers sharing an email (either side) | both synced: the link, not the email, pairs records; "
+        "`reconcile --check` counts a duplicate only where one system holds more records with a key than "
+        "the other |",
+        "| text longer than the other side holds (10,000-character notes, long phones) | dead letter naming "
+        "the field and the limit |",
+        "| NUL or other control characters, an email Customerp finds invalid (from Wave) | dead letter naming "
+        "the field |",
+        "| a currency or country code the other side does not know (`VES`, `HRK`) | dead letter with the code |",
+        "| zero, negative or more than 12-digit quantities and prices from Wave | dead letter naming the line "
+        "and field |",
+        "| a due date before the invoice date (from Wave) | dead letter (`due_date`) |",
+        "| an invoice whose customer or product was deleted before it synced | dead letter: the dependency "
+        "has no partner |",
+        "| a cancelled order; a status moved back; a payment status set in Customerp | dead letter with the "
+        "reason (see the status table) |",
+        "| a record read that cannot be parsed (a malformed date, a wrong type) | dead letter naming the field |",
         "",
         "## Not synced",
         "",

@@ -89,5 +89,17 @@ WAVE_STATUS: dict[str, str] = {
     "PAID": "paid",
     "OVERPAID": "paid",
 }
+# Wave derives these from the amount due and the due date, whether or not the invoice was ever sent: an approved
+# invoice that was never sent is `confirmed`, like a SAVED one.
+SENT_OR_CONFIRMED = frozenset({"UNPAID", "OVERDUE"})
+
+
+def wave_status(status: str | None, last_sent_at: str | None) -> str:
+    """The canonical status of a Wave invoice (see WAVE_STATUS)."""
+    if status in SENT_OR_CONFIRMED and not last_sent_at:
+        return "confirmed"
+    return WAVE_STATUS.get(str(status), "draft")
+
+
 # How far along the life cycle a status is; Wave only moves forward (approve, mark sent).
 STATUS_RANK: dict[str, int] = {"draft": 0, "confirmed": 1, "sent": 2, "partially_paid": 3, "paid": 4}

@@ -190,3 +190,48 @@ def test_onboarding_matches_an_existing_invoice_by_number(system: System) -> Non
     system.settle()
     assert len([i for i in invoices(system) if i["invoiceNumber"] == order["order_number"]]) == 1
     assert len(orders(system)) == 1
+
+
+def test_free_text_lines_use_the_fallback_product_and_settle_without_drift(system: System) -> None:
+    from shared.context import Context
+
+    fallback = system.ctx.wave.create_product({"name": "Freight", "unitPrice": "25", "description": "Carriage"})
+    system.stop_worker()
+    system.settings = system.settings.model_copy(update={"fallback_product_id": fallback.id})
+    system.ctx = Context.from_settings(system.settings)
+    system.start_worker()
+    system.boxes.cp("POST", "seed", {"customers": 1, "products": 1, "orders": 0, "seed": 31})
+    cp = system.boxes.snapshot("customerp")
+    lines = [
+        {"product_id": cp["products"][0]["id"], "quantity": "1", "unit_price": "5"},
+        {"product_id": None, "description": "Free text", "quantity": "1", "unit_price": "2"},
+        {"product_id": None, "description": None, "quantity": "2", "unit_price": "3"},
+    ]
+    base = {"customer_id": cp["customers"][0]["id"], "order_date": "2026-11-01"}
+    system.boxes.cp("POST", "orders", {**base, "order_number": "FREE-1", "lines": lines[:2]})
+    system.boxes.cp("POST", "orders", {**base, "order_number": "FREE-2", "status": "confirmed", "lines": lines[:2]})
+    system.converge()
+    assert [(e["source_id"], e["reason"]) for e in system.dead_letters()] == []
+    invoice = invoice_for(system, "FREE-1")
+    assert [i["product"]["id"] for i in invoice["items"]][1] == fallback.id
+    assert [i["description"] for i in invoice["items"]][1] == "Free text"
+    reports = system.check()
+    assert [r.problems for r in reports] == [0, 0, 0], reports
+    # Settled: more poll rounds write nothing, and an edit in Wave reaches the order's free-text line.
+    before = system.writes()
+    system.settle()
+    assert system.writes() == before
+    items = [
+        {
+            "productId": i["product"]["id"],
+            "description": i["description"],
+            "quantity": i["quantity"],
+            "unitPrice": i["unitPrice"],
+        }
+        for i in invoice["items"]
+    ]
+    items[1]["description"] = "Free text, edited in Wave"
+    system.ctx.wave.patch_invoice(invoice["id"], {"items": items})
+    system.settle()
+    order = next(o for o in orders(system) if o["order_number"] == "FREE-1")
+    assert (order["lines"][1]["product_id"], order["lines"][1]["description"]) == (None, "Free text, edited in Wave")
