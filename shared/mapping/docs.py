@@ -105,6 +105,8 @@ def render() -> str:
         "| a cancelled order; a status moved back; a payment status set in Customerp | dead letter with the "
         "reason (see the status table) |",
         "| a record read that cannot be parsed (a malformed date, a wrong type) | dead letter naming the field |",
+        "| a blank name (both APIs refuse one; a record read without one) | dead letter: the other side's "
+        "`required` error on `name` |",
         "",
         "## Not synced",
         "",

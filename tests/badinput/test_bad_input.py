@@ -377,6 +377,12 @@ CASES: list[Case] = [
         lambda w: ("customerp", w.crafted["type"]),
         dead=("InvalidDataError", r"quantity", "lines.0.quantity"),
     ),
+    Case(
+        "missing name in a record read",
+        "customers",
+        lambda w: ("customerp", w.crafted["name"]),
+        dead=("InvalidDataError", r"name: This field is required", "name"),
+    ),
 ]
 
 
@@ -406,11 +412,16 @@ def _run(system: System) -> Outcome:
     world = World(system)
     # Phase 0: records that must be linked before their bad edit or their corrupted read.
     world.linked_customer = world.cp_customer(company_name="Linked, then edited")
-    world.crafted = {"date": _linked_order(world, "date"), "type": _linked_order(world, "type")}
+    world.crafted = {
+        "date": _linked_order(world, "date"),
+        "type": _linked_order(world, "type"),
+        "name": world.cp_customer(company_name="Named, then not"),
+    }
     system.settle()
     world.boxes.cp("PATCH", f"customers/{world.linked_customer}", {"notes": LONG})
     _crafted(world, "orders", world.crafted["date"], lambda r: r.update(order_date="2024-13-45"))
     _crafted(world, "orders", world.crafted["type"], lambda r: r["lines"][0].update(quantity=[1, 2]))
+    _crafted(world, "customers", world.crafted["name"], lambda r: r.update(company_name=None))
     # Phase 1: every bad record at once, then good ones that must not be held up by them.
     for case in CASES:
         world.made[case.id] = case.make(world)
