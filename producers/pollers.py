@@ -6,16 +6,19 @@
 Each run starts an overlap window before the watermark (clock skew, equal timestamps); the watermark moves
 only after a page's messages are in Redis; two runs of one poller never overlap (a Redis lock). A record
 whose version equals the version the engine last wrote or read is an echo and costs no queue traffic.
+A page refused for a transient reason (429, 5xx, timeout) is asked for again a few times within the run:
+during a backfill under a rate limit, giving up the run would cost a whole poll interval per 429.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from shared import keys, metrics
 from shared.celery_app import app
@@ -30,6 +33,12 @@ from shared.versions import normalise_timestamp, record_version
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+# Tries per page before the run stops (its watermark stays after the last complete page; the next run resumes).
+PAGE_ATTEMPTS = 4
+# The longest wait between tries of one page; a longer Retry-After ends the run instead of holding the lock.
+PAGE_RETRY_MAX_WAIT_S = 10.0
+
 # Wave natural keys the workers cannot filter on; the poller indexes them as it reads (no extra calls).
 WAVE_INDEXED: dict[Entity, tuple[str, str]] = {"customers": ("displayId", "displayId"), "products": ("name", "name")}
 
@@ -41,6 +50,7 @@ class PollStats:
     echoes: int = 0
     coalesced: int = 0
     pages: int = 0
+    page_retries: int = 0
     newest: str = ""
     skipped: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -87,8 +97,14 @@ class Poller:
         cursor: str | None = None
         seen_cursors: set[str] = set()
         while True:
-            page = ctx.customerp.changes(
-                self.entity, updated_since=since, cursor=cursor, limit=ctx.settings.poll_page_size
+            page = self._fetch(
+                partial(
+                    ctx.customerp.changes,
+                    self.entity,
+                    updated_since=since,
+                    cursor=cursor,
+                    limit=ctx.settings.poll_page_size,
+                )
             )
             records = [item.model_dump(mode="json") for item in page.items]
             self._handle_page(records, watermark_key="customerp")
@@ -108,7 +124,7 @@ class Poller:
         seen: set[tuple[str, str]] = set()
         page_number = 1
         while True:
-            page = self._wave_page(page_number, after, archived)
+            page = self._fetch(partial(self._wave_page, page_number, after, archived))
             records = [item.model_dump(mode="json", by_alias=True) for item in page.items]
             fresh = [r for r in records if (r["id"], r["modifiedAt"]) not in seen]
             seen.update((r["id"], r["modifiedAt"]) for r in records)
@@ -133,6 +149,22 @@ class Poller:
         return wave.list_invoices_page(page, modified_after=after)
 
     # --- shared ----------------------------------------------------------------------------------------------
+
+    def _fetch(self, read: Callable[[], T]) -> T:
+        """One page, asked for again after a transient refusal. The fleet's rate limiter has already taken a 429
+        into account (every call waits out its cooldown), so the wait here only spaces out 5xx and timeouts."""
+        settings = self.ctx.settings
+        for attempt in range(1, PAGE_ATTEMPTS + 1):
+            try:
+                return read()
+            except RetryableError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else settings.retry_backoff_base * 2**attempt
+                if attempt == PAGE_ATTEMPTS or wait > PAGE_RETRY_MAX_WAIT_S:
+                    raise
+                self.stats.page_retries += 1
+                log.info("poll %s %s: page refused (%s), again in %.1fs", self.system, self.entity, exc, wait)
+                time.sleep(min(wait, settings.retry_backoff_max))
+        raise AssertionError("unreachable")
 
     def _overlap(self, position: str) -> datetime | None:
         if not position:
@@ -251,5 +283,6 @@ def poll(system: System, entity: Entity) -> dict[str, Any]:
         "enqueued": stats.enqueued,
         "echoes": stats.echoes,
         "coalesced": stats.coalesced,
+        "page_retries": stats.page_retries,
         "skipped": stats.skipped,
     }
