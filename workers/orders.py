@@ -50,6 +50,18 @@ def partner_id(ctx: Context, entity: Entity, system: System, record_id: str) -> 
     )
 
 
+def partner_ids(ctx: Context, entity: Entity, system: System, record_ids: list[str]) -> dict[str, str]:
+    """`partner_id` of many records at once: one query for the linked ones (an order's lines usually all are),
+    then each unlinked one synced as `partner_id` does."""
+    wanted = set(record_ids)
+    with ctx.db.session() as session:
+        linked = store.links_by_ids(session, entity, system, wanted)
+    found = {record_id: link.partner_id(system) for record_id, link in linked.items()}
+    for record_id in sorted(wanted - found.keys()):
+        found[record_id] = partner_id(ctx, entity, system, record_id)
+    return found
+
+
 def later_status(customerp: Any, wave: Any) -> Any:
     """An order's status only moves forward (Wave cannot move an invoice back): of two edits, the later stage wins."""
     return max((customerp, wave), key=lambda status: mapping.STATUS_RANK.get(status, -1))
@@ -81,12 +93,15 @@ class OrderFlow(Flow):
             canonical["status"] = mapping.wave_status(record.get("status"), record.get("lastSentAt"))
             if canonical.get("customer"):
                 canonical["customer"] = partner_id(ctx, "customers", "wave", canonical["customer"])
+            fallback = ctx.settings.fallback_product_id
             for line in canonical["lines"]:
-                wave_product = line.get("product")
-                if wave_product and wave_product == ctx.settings.fallback_product_id:
+                if line.get("product") == fallback:
                     line["product"] = None
-                elif wave_product:
-                    line["product"] = partner_id(ctx, "products", "wave", wave_product)
+            wave_products = [line["product"] for line in canonical["lines"] if line.get("product")]
+            products = partner_ids(ctx, "products", "wave", wave_products)
+            for line in canonical["lines"]:
+                if line.get("product"):
+                    line["product"] = products[line["product"]]
         return canonical
 
     def check(self, ctx: Context, target: System, canonical: Canonical) -> None:
@@ -130,18 +145,18 @@ class OrderFlow(Flow):
             body["customerId"] = partner_id(ctx, "customers", "customerp", body["customerId"])
         if changed is None or "lines" in changed:
             # invoicePatch replaces all items, so the whole list is always sent.
-            body["items"] = [self._wave_item(ctx, line) for line in canonical.get("lines", [])]
+            lines = canonical.get("lines", [])
+            products = partner_ids(ctx, "products", "customerp", [ln["product"] for ln in lines if ln.get("product")])
+            body["items"] = [self._wave_item(ctx, line, products) for line in lines]
         if changed is None:
             body = {k: v for k, v in body.items() if v is not None}
             body["status"] = "SAVED" if mapping.STATUS_RANK.get(canonical.get("status") or "draft", 0) >= 1 else "DRAFT"
         return body
 
-    def _wave_item(self, ctx: Context, line: Canonical) -> dict[str, Any]:
+    def _wave_item(self, ctx: Context, line: Canonical, products: dict[str, str]) -> dict[str, Any]:
         item = payload(line, mapping.LINE_FIELDS, "wave")
         product = line.get("product")
-        item["productId"] = (
-            partner_id(ctx, "products", "customerp", product) if product else ctx.settings.fallback_product_id
-        )
+        item["productId"] = products[product] if product else ctx.settings.fallback_product_id
         return {k: v for k, v in item.items() if v is not None}
 
     # --- the Wave side -------------------------------------------------------------------------------------

@@ -134,3 +134,13 @@ def test_creation_can_be_switched_off_per_direction(no_creation_in_customerp: Sy
 
     [report] = Reconciler(system.ctx, repair=False).run(("customers",))
     assert (report.problems, report.excluded) == (0, 1)
+
+
+def test_onboarding_matches_by_customer_number_when_there_is_no_email(system: System) -> None:
+    system.boxes.cp("POST", "customers", {"company_name": "Numbered Ltd", "customer_number": "C-900"})
+    system.ctx.wave.create_customer({"name": "Numbered Limited", "displayId": "C-900"})
+    system.settle()
+    [wave] = [c for c in wave_customers(system) if c.get("displayId") == "C-900"]
+    [cp] = [c for c in cp_customers(system) if c.get("customer_number") == "C-900"]
+    assert len(wave_customers(system)) == len(cp_customers(system)) == 1
+    assert cp["company_name"] == wave["name"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -71,3 +72,15 @@ def test_deleting_a_product_in_customerp_archives_it_in_wave(system: System) -> 
     assert named(products(system, "wave"), "Discontinued")["isArchived"] is True
     # The archived Wave product does not come back to Customerp.
     assert [p for p in products(system, "customerp") if p["name"] == "Discontinued"] == []
+
+
+def test_onboarding_matches_an_existing_wave_product_by_name(system: System) -> None:
+    system.boxes.cp("POST", "products", {"name": "Oak desk", "unit_price": "450", "currency": "USD"})
+    system.ctx.wave.create_product({"name": "Oak Desk", "unitPrice": "440", "description": "Solid oak"})
+    system.settle()
+    [wave] = products(system, "wave")
+    [cp] = products(system, "customerp")
+    # Matched (names compare without case), not duplicated; Customerp's older price meets Wave's newer one.
+    assert (wave["description"], cp["description"]) == ("Solid oak", "Solid oak")
+    assert Decimal(str(wave["unitPrice"])) == Decimal(str(cp["unit_price"]))
+    assert system.dead_letters() == []
