@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
-	$(BIN)/pytest tests/soak -m soak -p no:cacheprovider
+	$(BIN)/pytest tests/soak -m soak -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .wavesync .mypy_cache .ruff_cache .pytest_cache

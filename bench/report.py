@@ -39,8 +39,9 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out["backfill_vs_ceiling"] = {"value": ratio, "target": ">= 0.50", "met": ratio is not None and ratio >= 0.5}
     latency = results.get("latency")
     if latency and latency.get("variants"):
-        best = max(v["ratio_to_api_bound"] for v in latency["variants"])
-        out["latency_vs_api_bound"] = {"value": best, "target": ">= 0.90 (best variant)", "met": best >= 0.9}
+        # Every configured variant must reach the bound; the unconfigured baseline is there for comparison only.
+        worst = min(v["ratio_to_api_bound"] for v in latency["variants"] if not v.get("baseline"))
+        out["latency_vs_api_bound"] = {"value": worst, "target": ">= 0.90 (every variant)", "met": worst >= 0.9}
     efficiency = main.get("efficiency")
     if efficiency:
         wpc = efficiency["backfill"]["writes_per_change"]
@@ -111,8 +112,8 @@ def table(results: dict[str, Any]) -> str:
                     f"{_fmt(variant['wave_ok_calls_per_second'])} Wave calls/s of "
                     f"{_fmt(variant['api_bound_calls_per_second'])} = {_fmt(variant['ratio_to_api_bound'], 2)}; "
                     f"{_fmt(variant['records_per_second'])} records/s{_other_load(variant)}",
-                    ">= 0.90",
-                    _status(variant["ratio_to_api_bound"] >= 0.9),
+                    "baseline" if variant.get("baseline") else ">= 0.90",
+                    "" if variant.get("baseline") else _status(variant["ratio_to_api_bound"] >= 0.9),
                 )
             )
     efficiency = main.get("efficiency")

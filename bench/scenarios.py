@@ -26,6 +26,9 @@ from shared.settings import ENTITIES
 
 Log = Callable[[str], None]
 SYNC_QUEUES = ("customers", "products", "orders")
+# The sandboxes cap no concurrency outside (3), so neither do the workers: like the lifted rate limits in
+# bench/stack.py's BASE_SETTINGS, this keeps the other runs measuring the engine rather than the limiter.
+NO_IN_FLIGHT_CAP: dict[str, Any] = {"wave_max_in_flight": 0, "customerp_max_in_flight": 0}
 
 
 @dataclass
@@ -45,6 +48,9 @@ class Options:
     pool_sizes: Sizes
     pool_latencies: tuple[float, ...] = (0.0, 50.0)
     postgres: str | None = None
+    # WAVESYNC_WAVE_MAX_IN_FLIGHT of the workers facing the capped sandbox in (3): None = the sandbox's cap, which
+    # is what a deployer sets from Wave's documented limit; 0 = no fleet leases (how (3) ran before issue 7).
+    wave_max_in_flight: int | None = None
     workdir: Path | None = None
     scenarios: frozenset[str] = frozenset()
     log: Log = print
@@ -515,7 +521,12 @@ def main_run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
     """
     log = opts.log
     with stack(
-        opts.workdir, "main", postgres=opts.postgres, keep=opts.keep, poll_interval=opts.poll_interval
+        opts.workdir,
+        "main",
+        postgres=opts.postgres,
+        keep=opts.keep,
+        poll_interval=opts.poll_interval,
+        **NO_IN_FLIGHT_CAP,
     ) as running:
         fallback = create_fallback_product(running)
         # The settings object is frozen; rebuild the env with the fallback product for the children.
@@ -602,31 +613,46 @@ def backfill_on_fresh_stack(
 
 
 def latency_run(opts: Options) -> dict[str, Any]:
-    """(3) Backfill at API latency with Wave's concurrency cap, and with its rate cap instead."""
+    """(3) Backfill at API latency with Wave's concurrency cap, and with its rate cap instead.
+
+    Against the concurrency cap the workers run as a deployer would configure them from Wave's documented limit:
+    WAVESYNC_WAVE_MAX_IN_FLIGHT = the cap, so the fleet's leases keep its calls under it instead of collecting 429s.
+    """
     sizes = opts.sizes.scaled(opts.latency_fraction)
     latency = {"latency_ms": opts.latency_ms}
     bound_cap = opts.wave_cap / (opts.latency_ms / 1000)
-    results: dict[str, Any] = {"sizes": sizes.as_dict(), "latency_ms": opts.latency_ms}
+    leases = opts.wave_cap if opts.wave_max_in_flight is None else opts.wave_max_in_flight
+    capped = {**NO_IN_FLIGHT_CAP, "wave_max_in_flight": leases}
+    results: dict[str, Any] = {"sizes": sizes.as_dict(), "latency_ms": opts.latency_ms, "wave_max_in_flight": leases}
     variants: list[tuple[str, WorkerSpec, dict[str, dict[str, Any]], dict[str, Any], float]] = [
         (
-            f"cap {opts.wave_cap} in flight, {opts.worker.label}, client rate = bound",
+            # The baseline, side by side: the same worker with no leases (as before the fleet's in-flight cap).
+            f"cap {opts.wave_cap} in flight, {opts.worker.label}, client rate = bound, no leases (baseline)",
             opts.worker,
             {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}},
-            {"wave_rate_per_second": bound_cap, "wave_burst": opts.wave_cap},
+            {**NO_IN_FLIGHT_CAP, "wave_rate_per_second": bound_cap, "wave_burst": opts.wave_cap},
             bound_cap,
         ),
         (
-            f"cap {opts.wave_cap} in flight, threads -c {opts.wave_cap}",
+            f"cap {opts.wave_cap} in flight, {opts.worker.label}, client rate = bound, {leases or 'no'} leases",
+            opts.worker,
+            {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}},
+            {**capped, "wave_rate_per_second": bound_cap, "wave_burst": opts.wave_cap},
+            bound_cap,
+        ),
+        (
+            f"cap {opts.wave_cap} in flight, threads -c {opts.wave_cap}, {leases or 'no'} leases",
             WorkerSpec("threads", opts.wave_cap, opts.worker.loglevel, opts.worker.extra),
             {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}},
-            {},
+            capped,
             bound_cap,
         ),
         (
+            # A rate-capped API with no concurrency cap: the client matches the rate and takes no leases.
             f"rate cap {opts.wave_rps:g}/s, {opts.worker.label}, client rate = cap",
             opts.worker,
             {"customerp": latency, "wave": {**latency, "max_rps": opts.wave_rps}},
-            {"wave_rate_per_second": opts.wave_rps, "wave_burst": 1},
+            {**NO_IN_FLIGHT_CAP, "wave_rate_per_second": opts.wave_rps, "wave_burst": 1},
             opts.wave_rps,
         ),
     ]
@@ -635,6 +661,7 @@ def latency_run(opts: Options) -> dict[str, Any]:
         opts.log(f"  latency variant: {label}")
         result = backfill_on_fresh_stack(opts, sizes, spec, "latency", faults=faults, **settings)
         result["label"] = label
+        result["baseline"] = label.endswith("(baseline)")
         result["api_bound_calls_per_second"] = round(bound, 1)
         result["ratio_to_api_bound"] = round(result["wave_ok_calls_per_second"] / bound, 3)
         result.pop("counters_detail", None)
@@ -656,7 +683,9 @@ def pools_run(opts: Options) -> dict[str, Any]:
             faults = {s: {"latency_ms": latency_ms} for s in ("customerp", "wave")} if latency_ms else {}
             opts.log(f"  pool {spec.label} at {latency_ms:g} ms")
             try:
-                result = backfill_on_fresh_stack(opts, opts.pool_sizes, spec, "pools", faults=faults)
+                result = backfill_on_fresh_stack(
+                    opts, opts.pool_sizes, spec, "pools", faults=faults, **NO_IN_FLIGHT_CAP
+                )
             except (RuntimeError, TimeoutError) as exc:
                 rows.append({"worker": spec.label, "latency_ms": latency_ms, "error": str(exc)[:500]})
                 continue

@@ -39,13 +39,29 @@ class Context:
             raise RuntimeError("WAVESYNC_REDIS_URL must be set for workers and pollers")
         client = redis.Redis.from_url(str(settings.redis_url), health_check_interval=25)
         limits = max(64, 4 * 16)
+        # A lease outlasts the longest call: a call is over when its timeout fires, plus a margin for the answer.
+        lease_s = settings.http_timeout + 5.0
         cp_transport = RateLimitedTransport(
             httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),
-            FleetRateLimiter(client, "customerp", settings.customerp_rate_per_second, settings.customerp_burst),
+            FleetRateLimiter(
+                client,
+                "customerp",
+                settings.customerp_rate_per_second,
+                settings.customerp_burst,
+                max_in_flight=settings.customerp_max_in_flight,
+                lease_s=lease_s,
+            ),
         )
         wave_transport = RateLimitedTransport(
             httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),
-            FleetRateLimiter(client, "wave", settings.wave_rate_per_second, settings.wave_burst),
+            FleetRateLimiter(
+                client,
+                "wave",
+                settings.wave_rate_per_second,
+                settings.wave_burst,
+                max_in_flight=settings.wave_max_in_flight,
+                lease_s=lease_s,
+            ),
         )
         return cls(
             settings=settings,
@@ -64,6 +80,7 @@ class Context:
                 transport=wave_transport,
                 page_size=settings.poll_page_size,
                 on_call=metrics.api_call_observer("wave"),
+                on_throttled=wave_transport.limiter.cool_down,
             ),
             db=Database(settings.database_url),
             redis=client,

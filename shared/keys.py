@@ -77,3 +77,13 @@ def poll_stats_key(system: str, entity: Entity) -> str:
 def redeliveries_key(task_id: str) -> str:
     """How often the broker redelivered one task (its worker died): a poison message ends in the DLQ."""
     return f"{PREFIX}:redeliveries:{task_id}"
+
+
+def in_flight_key(system: str) -> str:
+    """Sorted set of the leases of calls in flight to one external system: lease id -> expiry (server ms)."""
+    return f"{PREFIX}:inflight:{system}"
+
+
+def in_flight_wakeup_key(system: str) -> str:
+    """List a released lease pushes to: callers waiting for a slot of that system block on it (BLPOP)."""
+    return f"{PREFIX}:inflight:{system}:wakeup"

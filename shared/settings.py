@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     wave_burst: int = Field(20, ge=1, description="Fleet-wide Wave burst size.")
     customerp_rate_per_second: PositiveSeconds = Field(50.0, description="Fleet-wide Customerp request rate.")
     customerp_burst: int = Field(50, ge=1, description="Fleet-wide Customerp burst size.")
+    # Wave publishes no limits; the clients in the wild that our reference notes cite allow "roughly two concurrent
+    # requests" per token (../shared/reference/wave/wave-api-notes.md §3). Customerp is our own API with no
+    # documented concurrency cap, so it has none unless a deployment's ERP needs one.
+    wave_max_in_flight: int = Field(2, ge=0, description="Fleet-wide Wave calls in flight at once (0 = no cap).")
+    customerp_max_in_flight: int = Field(
+        0, ge=0, description="Fleet-wide Customerp calls in flight at once (0 = no cap)."
+    )
 
     # --- Operations ---
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port for worker/beat (0 = off).")

@@ -7,12 +7,10 @@ task layer decide. Paths, headers and semantics follow sandboxes/customerp/opena
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 from urllib.parse import quote
@@ -42,6 +40,7 @@ from shared.errors import (
     RetryableError,
     SyncError,
 )
+from shared.ratelimit import retry_after_seconds
 
 SYSTEM = "customerp"
 API_PREFIX = "api/v1"
@@ -93,34 +92,6 @@ TRANSPORT_ERRORS: tuple[tuple[type[Exception], type[SyncError]], ...] = (
 # will not fix -> PermanentError.
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP-date; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def _server_now(response: httpx.Response) -> datetime | None:
-    """The server's Date header, so an HTTP-date Retry-After is not skewed by our clock."""
-    try:
-        server_date = parsedate_to_datetime(response.headers.get("date", ""))
-    except (TypeError, ValueError, IndexError):
-        return None
-    return server_date if server_date.tzinfo else server_date.replace(tzinfo=UTC)
-
-
 def _field_errors(body: Any) -> tuple[FieldError, ...]:
     if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
         return ()
@@ -150,7 +121,7 @@ def error_from_response(response: httpx.Response, operation: str, *, secret: str
         reason = f"non-JSON body ({response.headers.get('content-type', 'no content type')})"
     message = _redact(f"{operation}: HTTP {status}: {reason}"[:500], secret)
     if issubclass(error_class, RetryableError):
-        retry_after = parse_retry_after(response.headers.get("retry-after"), now=_server_now(response))
+        retry_after = retry_after_seconds(response.headers)
         return error_class(message, system=SYSTEM, retry_after=retry_after)
     if issubclass(error_class, PermanentError):
         field_errors = tuple(FieldError(e.path, _redact(e.message, secret), e.code) for e in _field_errors(body))

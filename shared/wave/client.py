@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from shared.errors import NotFoundError, PermanentError, SyncError
+from shared.errors import NotFoundError, PermanentError, RateLimitedError, SyncError
 from shared.wave import documents as docs
 from shared.wave.errors import SYSTEM, classify_http, classify_payload, classify_transport
 from shared.wave.models import (
@@ -102,8 +102,12 @@ class WaveClient:
         transport: httpx.BaseTransport | None = None,
         page_size: int = 100,
         on_call: OnCall | None = None,
+        on_throttled: Callable[[float], object] | None = None,
     ) -> None:
         self.url = url
+        # Wave may refuse a call as THROTTLED inside an HTTP 200, which the rate-limited transport cannot see:
+        # this hook (the fleet limiter's cool_down) slows the whole fleet down for it as for an HTTP 429.
+        self._on_throttled = on_throttled
         self.business_id = business_id
         self.page_size = page_size
         self._on_call = on_call
@@ -155,7 +159,12 @@ class WaveClient:
         finally:
             if self._on_call is not None:
                 self._on_call(operation, time.monotonic() - started, status)
-        return classify_http(operation, status, response.headers, response.content)
+        try:
+            return classify_http(operation, status, response.headers, response.content)
+        except RateLimitedError as exc:
+            if status != 429 and self._on_throttled is not None:  # a 429 was already seen by the transport
+                self._on_throttled(exc.retry_after or 1.0)
+            raise
 
     def _mutate(self, operation: str, document: str, input: Mapping[str, Any], entity: str | None) -> Any:
         data = self.execute(operation, document, {"input": dict(input)})

@@ -2,10 +2,10 @@
 
 Decisions (Wave documents only the bodies; see ../shared/reference/wave/wave-api-notes.md §2-§3):
 
-* HTTP status first. 429 -> RateLimitedError (Retry-After in seconds or as an HTTP-date); 408/425/5xx ->
-  RetryableError; 401/403 -> AuthError; 3xx -> AuthError (the URL points at the wrong place); any other
-  4xx -> classified by the body's error codes when it has any (Apollo-style servers answer validation errors with
-  400), else PermanentError.
+* HTTP status first. 429 -> RateLimitedError (Retry-After in seconds or as an HTTP-date, read by
+  shared/ratelimit.py like every Retry-After); 408/425/5xx -> RetryableError; 401/403 -> AuthError; 3xx ->
+  AuthError (the URL points at the wrong place); any other 4xx -> classified by the body's error codes when it
+  has any (Apollo-style servers answer validation errors with 400), else PermanentError.
 * Top-level `errors[]` by `extensions.code` (GRAPHQL_CODES below). NOT_FOUND on the `business` field means the
   configured business id is wrong: AuthError (a configuration stop, not a missing record). An unknown or missing
   code is RetryableError: Wave has reported transient "Node could not be found" errors, and a task that keeps
@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -45,6 +43,7 @@ from shared.errors import (
     RetryableError,
     SyncError,
 )
+from shared.ratelimit import retry_after_seconds
 
 SYSTEM = "wave"
 
@@ -108,26 +107,6 @@ def _make(cls: type[SyncError], message: str, retry_after: float | None = None) 
     return cls(_short(message), system=SYSTEM)
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if seconds == seconds else None  # NaN is unreadable
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
-
-
 def classify_transport(operation: str, exc: Exception) -> SyncError:
     for exc_type, cls in TRANSPORT_ERRORS:
         if isinstance(exc, exc_type):
@@ -167,7 +146,7 @@ def _json(content: bytes) -> Any:
 
 def classify_http(operation: str, status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
     """The `data` object of a successful GraphQL response, or the classified exception raised."""
-    retry_after = parse_retry_after(headers.get("retry-after"))
+    retry_after = retry_after_seconds(headers)
     body = _json(content)
     errors = body.get("errors") if isinstance(body, dict) else None
     has_errors = isinstance(errors, list) and bool(errors)

@@ -47,7 +47,9 @@ def test_a_quick_bench_run_writes_sane_results_for_every_scenario(tmp_path: Path
     memory = main["memory"]
     assert memory["messages"] == 300
     assert memory["worker_rss_end_mib"] > 0
-    assert len(results["latency"]["variants"]) == 3
+    variants = results["latency"]["variants"]
+    assert [v["baseline"] for v in variants] == [True, False, False, False]
+    assert results["latency"]["wave_max_in_flight"] == 2  # the configured variants take leases up to the cap
     assert all(v["ratio_to_api_bound"] > 0 for v in results["latency"]["variants"])
     assert all("records_per_second" in row for row in results["pools"]["rows"])
     assert "| measurement | result | target | |" in completed.stdout

@@ -1,21 +1,34 @@
-"""The fleet rate limit on a real Redis: a shared token bucket, a shared 429 cooldown; and the retry backoff maths."""
+"""The fleet rate limit on a real Redis: a shared token bucket, a shared 429 cooldown, in-flight leases; Retry-After;
+and the retry backoff maths."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
+from pydantic import ValidationError
 
 from shared import keys
-from shared.ratelimit import FleetRateLimiter, RateLimitedTransport, parse_retry_after
+from shared.context import Context
+from shared.errors import SyncError
+from shared.ratelimit import (
+    FleetRateLimiter,
+    RateLimitedTransport,
+    parse_retry_after,
+    retry_after_seconds,
+)
 from shared.settings import Settings
 from wavesync.embedded import EmbeddedRedis
 from workers.base import auth_backoff_seconds, backoff_seconds, throttle_backoff_seconds
@@ -177,9 +190,276 @@ def test_state_reports_the_configured_rate_before_any_call(client: redis.Redis, 
     }
 
 
+# --- in-flight cap ------------------------------------------------------------------------------------------
+
+
+class ConcurrencyProbe:
+    """An HTTP handler that counts the calls inside it at once; the peak is what the API would have seen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+        self.calls = 0
+
+    def __call__(self, _request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.current += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.current)
+        time.sleep(0.005)  # stay inside long enough for the others to pile up (what is asserted is a count)
+        with self.lock:
+            self.current -= 1
+        return httpx.Response(200, json={})
+
+
+def hammer(limiters: list[FleetRateLimiter], threads_per_limiter: int, calls_each: int) -> ConcurrencyProbe:
+    """`threads_per_limiter` threads on each limiter (one limiter = one worker process), each making calls."""
+    probe = ConcurrencyProbe()
+    errors: list[BaseException] = []
+
+    def work(limiter: FleetRateLimiter) -> None:
+        try:
+            with httpx.Client(transport=RateLimitedTransport(httpx.MockTransport(probe), limiter)) as http:
+                for _ in range(calls_each):
+                    http.get("http://api.test/")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(lim,)) for lim in limiters for _ in range(threads_per_limiter)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a caller never got a slot"
+    assert errors == []
+    assert probe.calls == len(threads) * calls_each
+    return probe
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_threads_of_several_workers_never_exceed_the_fleet_cap(
+    redis_server: EmbeddedRedis, system: str, cap: int
+) -> None:
+    connections = [redis.Redis.from_url(redis_server.url) for _ in range(3)]
+    try:
+        limiters = [FleetRateLimiter(c, system, 100_000, 1000, max_in_flight=cap) for c in connections]
+        probe = hammer(limiters, threads_per_limiter=4, calls_each=8)
+        assert probe.peak == cap  # never more, and 12 eager threads do fill every slot
+        assert limiters[0].in_flight() == 0  # every lease was given back
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def test_zero_means_no_cap(client: redis.Redis, system: str) -> None:
+    limiter = FleetRateLimiter(client, system, 100_000, 1000, max_in_flight=0)
+    assert limiter.acquire() is None
+    probe = hammer([limiter], threads_per_limiter=8, calls_each=5)
+    assert probe.peak > 2  # the same load that a cap holds down runs freely
+    assert client.exists(keys.in_flight_key(system), keys.in_flight_wakeup_key(system)) == 0
+
+
+class CountingRedis(redis.Redis):
+    """A real client that counts the commands it sends."""
+
+    commands = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands += 1
+        return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(("cap", "round_trips"), [(0, 1), (2, 2)])
+def test_a_cap_costs_one_more_round_trip_per_call_and_no_cap_none(
+    redis_server: EmbeddedRedis, system: str, cap: int, round_trips: int
+) -> None:
+    counting = CountingRedis(connection_pool=redis.ConnectionPool.from_url(redis_server.url))
+    try:
+        transport = RateLimitedTransport(
+            httpx.MockTransport(lambda _request: httpx.Response(200)),
+            FleetRateLimiter(counting, system, 100_000, 1000, max_in_flight=cap),
+        )
+        with httpx.Client(transport=transport) as http:
+            http.get("http://api.test/")  # loads the scripts
+            counting.commands = 0
+            for _ in range(5):
+                http.get("http://api.test/")
+        assert counting.commands == 5 * round_trips  # the slot is taken by the bucket's own script
+    finally:
+        counting.close()
+
+
+def test_a_lease_left_by_a_killed_process_expires(redis_server: EmbeddedRedis, system: str, tmp_path: Path) -> None:
+    """A process SIGKILLed while holding a slot cannot hold it longer than its lease, even while others come and go."""
+    script = tmp_path / "die_holding_a_lease.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "import redis\n"
+        "from shared.ratelimit import FleetRateLimiter\n"
+        "limiter = FleetRateLimiter(redis.Redis.from_url(sys.argv[1]), sys.argv[2], 1000, 100, max_in_flight=2,"
+        " lease_s=1.0)\n"
+        "assert limiter.acquire() is not None\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    died = subprocess.run(
+        [sys.executable, str(script), redis_server.url, system], cwd=Path(__file__).parents[2], check=False
+    )
+    assert died.returncode == -9
+    survivor = FleetRateLimiter(redis.Redis.from_url(redis_server.url), system, 1000, 100, max_in_flight=2)
+    first = survivor.acquire()  # the other slot; its 60 s lease keeps the set itself alive
+    got: list[str | None] = []
+    waiter = threading.Thread(target=lambda: got.append(survivor.acquire()))
+    waiter.start()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive(), "the dead process's lease never expired"
+    assert len(got) == 1
+    assert got[0] is not None
+    assert survivor.waited_s > 0  # it did wait: the dead lease counted until it expired
+    assert survivor.in_flight() == 2  # the survivor's own two leases, not the dead one as well
+    for lease in (first, got[0]):
+        survivor.release(lease)
+    survivor.redis.close()
+
+
+def test_a_caller_waits_while_the_cap_is_full_and_gets_the_released_slot(client: redis.Redis, system: str) -> None:
+    holder = FleetRateLimiter(client, system, 1000, 100, max_in_flight=1)
+    waiter = FleetRateLimiter(client, system, 1000, 100, max_in_flight=1)
+    lease = holder.acquire()
+    got: list[str | None] = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire()))
+    thread.start()
+    thread.join(timeout=0.3)
+    assert thread.is_alive()
+    assert got == []
+    holder.release(lease)
+    thread.join(timeout=30)
+    assert len(got) == 1
+    assert got[0] is not None
+    assert waiter.waited_s > 0
+    waiter.release(got[0])
+    assert holder.in_flight() == 0
+
+
+def test_releases_nobody_waits_for_leave_at_most_cap_wakeups(client: redis.Redis, system: str) -> None:
+    limiter = FleetRateLimiter(client, system, 1000, 100, max_in_flight=2, lease_s=5)
+    for _ in range(6):
+        limiter.release(limiter.acquire())
+    assert client.llen(keys.in_flight_wakeup_key(system)) == 2
+    assert 0 < int(client.pttl(keys.in_flight_wakeup_key(system))) <= 5000
+    limiter.release("a-lease-that-expired-long-ago")  # harmless
+    assert limiter.in_flight() == 0
+
+
+def test_a_lease_is_held_until_the_answer_is_read(client: redis.Redis, system: str) -> None:
+    limiter = FleetRateLimiter(client, system, 1000, 100, max_in_flight=2)
+    seen_while_reading: list[int] = []
+
+    class Body(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            seen_while_reading.append(limiter.in_flight())
+            yield b"{}"
+
+    transport = RateLimitedTransport(httpx.MockTransport(lambda _r: httpx.Response(200, stream=Body())), limiter)
+    with httpx.Client(transport=transport) as http:
+        assert http.get("http://api.test/").content == b"{}"
+    assert seen_while_reading == [1]
+    assert limiter.in_flight() == 0
+
+
+def test_a_failed_call_gives_its_lease_back(client: redis.Redis, system: str) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    limiter = FleetRateLimiter(client, system, 1000, 100, max_in_flight=1)
+    with httpx.Client(transport=RateLimitedTransport(httpx.MockTransport(refuse), limiter)) as http:
+        for _ in range(3):  # with the lease kept, the second call would wait for a minute
+            with pytest.raises(httpx.ConnectError):
+                http.get("http://api.test/")
+    assert limiter.in_flight() == 0
+
+
+def test_a_429_under_a_cap_still_cools_the_fleet_down(client: redis.Redis, system: str) -> None:
+    transport = RateLimitedTransport(
+        httpx.MockTransport(lambda _request: httpx.Response(429, headers={"Retry-After": "3"})),
+        FleetRateLimiter(client, system, 1000, 100, max_in_flight=2),
+    )
+    with httpx.Client(transport=transport) as http:
+        http.get("http://api.test/")
+    assert 2000 < int(client.pttl(keys.cooldown_key(system))) <= 3000
+
+
+def test_a_negative_cap_is_refused(client: redis.Redis, system: str) -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        FleetRateLimiter(client, system, 1000, 100, max_in_flight=-1)
+
+
+# --- settings -----------------------------------------------------------------------------------------------
+
+
+def test_in_flight_caps_default_to_wave_2_and_customerp_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WAVESYNC_WAVE_MAX_IN_FLIGHT", raising=False)
+    monkeypatch.delenv("WAVESYNC_CUSTOMERP_MAX_IN_FLIGHT", raising=False)
+    settings = Settings(_env_file=None)
+    assert (settings.wave_max_in_flight, settings.customerp_max_in_flight) == (2, 0)
+
+
+def test_in_flight_caps_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAVESYNC_WAVE_MAX_IN_FLIGHT", "0")
+    monkeypatch.setenv("WAVESYNC_CUSTOMERP_MAX_IN_FLIGHT", "6")
+    settings = Settings(_env_file=None)
+    assert (settings.wave_max_in_flight, settings.customerp_max_in_flight) == (0, 6)
+
+
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_a_bad_in_flight_cap_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("WAVESYNC_WAVE_MAX_IN_FLIGHT", value)
+    with pytest.raises(ValidationError, match="wave_max_in_flight"):
+        Settings(_env_file=None)
+
+
+def test_the_context_gives_each_client_its_systems_cap(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    """Only a capped system's calls take leases: a released lease leaves a wake-up behind, an uncapped call none."""
+    settings = Settings(
+        redis_url=redis_server.url,
+        database_url=f"sqlite:///{tmp_path / 'links.db'}",
+        customerp_url="http://127.0.0.1:1",
+        customerp_api_key="key",
+        wave_url="http://127.0.0.1:1/graphql/public",
+        wave_token="token",
+        wave_max_in_flight=3,
+        customerp_max_in_flight=0,
+        http_timeout=2,
+    )
+    ctx = Context.from_settings(settings)
+    try:
+        ctx.redis.delete(*(keys.in_flight_wakeup_key(s) for s in ("wave", "customerp")))
+        for call in (lambda: ctx.customerp.get("customers", "c1"), lambda: ctx.wave.get_customer("w1")):
+            with pytest.raises(SyncError):  # nothing listens on port 1
+                call()
+        assert ctx.redis.exists(keys.in_flight_wakeup_key("wave")) == 1
+        assert ctx.redis.exists(keys.in_flight_wakeup_key("customerp")) == 0
+    finally:
+        ctx.close()
+
+
+# --- Retry-After (one parser for both clients and the limiter) ----------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("header", "seconds"),
-    [("3", 3.0), ("0.5", 0.5), ("-2", 0.0), ("", None), (None, None), ("soon", None)],
+    [
+        ("3", 3.0),
+        ("0.5", 0.5),
+        (" 7 ", 7.0),
+        ("-2", 0.0),
+        ("", None),
+        ("  ", None),
+        (None, None),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+    ],
 )
 def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds
@@ -188,8 +468,24 @@ def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> No
 def test_retry_after_as_an_http_date() -> None:
     now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
     header = format_datetime(now + timedelta(seconds=30), usegmt=True)
-    assert parse_retry_after(header, now=now.timestamp()) == pytest.approx(30)
-    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now.timestamp()) == 0
+    assert parse_retry_after(header, now) == pytest.approx(30)
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
+    assert parse_retry_after("Wed, 01 Jan 2025 12:00:30", now) == 30  # no zone: GMT
+
+
+def test_an_http_date_retry_after_is_read_against_the_servers_date() -> None:
+    """Our clock may be off; the server's Date header and its Retry-After come from the same clock."""
+    server_now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    headers = httpx.Headers(
+        {
+            "Retry-After": format_datetime(server_now + timedelta(seconds=90), usegmt=True),
+            "Date": format_datetime(server_now, usegmt=True),
+        }
+    )
+    assert retry_after_seconds(headers) == 90
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "4"})) == 4
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "12", "Date": "garbage"})) == 12
+    assert retry_after_seconds(httpx.Headers()) is None
 
 
 # --- retry backoff ------------------------------------------------------------------------------------------

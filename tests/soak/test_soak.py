@@ -18,7 +18,7 @@ from tests.harness import System
 pytestmark = [pytest.mark.soak, pytest.mark.integration]
 
 SEED = int(os.environ.get("WAVESYNC_SOAK_SEED", "1000"))
-ROUNDS = int(os.environ.get("WAVESYNC_SOAK_ROUNDS", "4"))
+ROUNDS = int(os.environ.get("WAVESYNC_SOAK_ROUNDS", "6"))
 OPERATIONS = int(os.environ.get("WAVESYNC_SOAK_OPERATIONS", "500"))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.customerp.client import CustomerpClient, parse_retry_after
+from shared.customerp.client import CustomerpClient
 from shared.customerp.models import Customer, Order, Tombstone
 from shared.errors import (
     AuthError,
@@ -135,23 +135,6 @@ def test_429_retry_after_seconds_and_http_date() -> None:
     with make_client(answer(429, {}, headers={"Retry-After": "1.5"})) as client, pytest.raises(RateLimitedError) as c2:
         client.changes("customers")
     assert c2.value.retry_after == 1.5
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (None, None),
-        ("", None),
-        ("7", 7.0),
-        ("-3", 0.0),
-        ("inf", None),
-        ("soon", None),
-        ("Wed, 01 May 2024 12:00:30 GMT", 30.0),
-        ("Wed, 01 May 2024 11:00:00 GMT", 0.0),
-    ],
-)
-def test_parse_retry_after(value: str | None, expected: float | None) -> None:
-    assert parse_retry_after(value, now=datetime(2024, 5, 1, 12, 0, tzinfo=UTC)) == expected
 
 
 def test_422_field_paths_become_field_errors() -> None:

@@ -23,7 +23,6 @@ from shared.errors import (
     SyncError,
 )
 from shared.wave.client import WaveClient
-from shared.wave.errors import parse_retry_after
 
 TOKEN = "tok-SECRET-123"
 NOW_CUSTOMER = {
@@ -274,20 +273,6 @@ def test_retry_after_as_http_date_is_seconds_from_now() -> None:
     assert 25 <= caught.value.retry_after <= 31
 
 
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [(None, None), ("", None), ("7", 7.0), ("1.5", 1.5), ("-3", 0.0), ("soon", None), ("nan", None)],
-)
-def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header) == seconds
-
-
-def test_past_http_date_means_retry_now() -> None:
-    now = datetime(2024, 1, 1, tzinfo=UTC)
-    assert parse_retry_after("Mon, 01 Jan 2024 00:00:10 GMT", now) == 10.0
-    assert parse_retry_after("Sun, 31 Dec 2023 00:00:00 GMT", now) == 0.0
-
-
 def test_a_token_echoed_by_the_server_is_scrubbed() -> None:
     handler = reply(200, {"errors": [gql_error("UNAUTHENTICATED", f"token {TOKEN} expired")]})
     client = WaveClient(
@@ -297,3 +282,26 @@ def test_a_token_echoed_by_the_server_is_scrubbed() -> None:
         client.get_business()
     assert TOKEN not in str(caught.value)
     assert TOKEN not in repr(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "cooled"),
+    [
+        (reply(200, {"errors": [gql_error("THROTTLED")]}), [1.0]),
+        (reply(429, {"errors": []}, headers={"Retry-After": "3"}), []),  # the transport has seen this one
+        (reply(503, text="busy"), []),
+    ],
+    ids=["THROTTLED in a 200", "HTTP 429", "HTTP 503"],
+)
+def test_throttling_the_transport_cannot_see_slows_the_fleet(answer: Any, cooled: list[float]) -> None:
+    seen: list[float] = []
+    client = WaveClient(
+        "https://wave.test/graphql/public",
+        TOKEN,
+        "biz",
+        transport=httpx.MockTransport(answer),
+        on_throttled=seen.append,
+    )
+    with pytest.raises(RetryableError):
+        client.get_customer("Q3VzdG9tZXI6MQ==")
+    assert seen == cooled
