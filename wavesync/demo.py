@@ -163,7 +163,9 @@ class Demo:
             if o["lines"] and o["status"] in ("draft", "confirmed") and all(line["product_id"] for line in o["lines"])
         )
         wave_customer = next(c for c in wave["customers"] if c["name"] != customer["company_name"])
-        wave_product = wave["products"][-1]
+        fallback = self.settings.fallback_product_id
+        wave_product = next(p for p in reversed(wave["products"]) if p["id"] != fallback)
+        other_invoice = next(i for i in wave["invoices"] if i["invoiceNumber"] != order["order_number"])
 
         new_email = f"billing+{int(time.time())}@example.org"
         self.admin(self.cp_admin, "PATCH", f"customers/{customer['id']}", {"email": new_email})
@@ -177,8 +179,18 @@ class Demo:
         lines = [{**line, "quantity": "7"} if i == 0 else line for i, line in enumerate(order["lines"])]
         self.admin(self.cp_admin, "PATCH", f"orders/{order['id']}", {"lines": lines, "notes": "Rush delivery"})
         say(f"   Customerp: order {order['order_number']} line 1 quantity → 7, notes 'Rush delivery'")
+        self.admin(self.wave_admin, "PATCH", f"invoices/{other_invoice['id']}", {"poNumber": "PO-WAVE-42"})
+        say(f"   Wave:      invoice {other_invoice['invoiceNumber']} gets PO number PO-WAVE-42")
         new_customer = self.ctx.wave.create_customer({"name": "Born In Wave Ltd", "email": "hello@born-in-wave.test"})
         say("   Wave:      a new customer 'Born In Wave Ltd' is created")
+        self.ctx.wave.create_invoice(
+            {
+                "customerId": new_customer.id,
+                "invoiceNumber": "W-2001",
+                "items": [{"productId": wave_product["id"], "quantity": "3", "description": "Made in Wave"}],
+            }
+        )
+        say("   Wave:      a new invoice W-2001 for that customer is created")
 
         def cp_has(pred: Callable[[dict[str, Any]], bool], kind: str) -> bool:
             return any(pred(r) for r in self.snapshot(self.cp_admin)[kind])
@@ -211,10 +223,20 @@ class Demo:
             ),
         )
         self.wait_for(
+            "invoice edit reached the Customerp order",
+            lambda: cp_has(
+                lambda o: (o.get("order_number"), o.get("po_number")) == (other_invoice["invoiceNumber"], "PO-WAVE-42"),
+                "orders",
+            ),
+        )
+        self.wait_for(
             "Wave-born customer created in Customerp",
             lambda: cp_has(lambda c: c.get("email") == "hello@born-in-wave.test", "customers"),
         )
-        del new_customer
+        self.wait_for(
+            "Wave-born invoice created in Customerp as an order",
+            lambda: cp_has(lambda o: o.get("order_number") == "W-2001", "orders"),
+        )
 
     def echo_check(self) -> None:
         say("4. Letting it settle, then watching three more poll cycles for writes…")
