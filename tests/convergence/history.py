@@ -195,6 +195,9 @@ class History:
         print(f"\nhistory seed={self.seed} operations={operations}")
         (self.system.workdir / "seed").write_text(f"{self.seed}\n")
         faults = FAULTS if faults is None else faults
+        # The sandboxes' counters run for the whole session (a soak plays several histories): count from here.
+        calls_before = {side: sum(self.boxes.counters(side).values()) for side in ("customerp", "wave")}
+        faults_before = {side: Counter(self.boxes.faults_injected(side)) for side in ("customerp", "wave")}
         for side in ("customerp", "wave"):
             self.boxes.faults(side, **faults, seed=self.seed)
         self.income_account = self._wave_user(lambda: self.wave_user.list_accounts(["INCOME"])[0].id)
@@ -215,8 +218,9 @@ class History:
             self.system.stop_beat()
             for side in ("customerp", "wave"):
                 self.boxes.clear_faults(side)
-                self.figures.api_calls[side] = sum(self.boxes.counters(side).values())
-                self.figures.faults.update({f"{side}:{k}": n for k, n in self.boxes.faults_injected(side).items()})
+                self.figures.api_calls[side] = sum(self.boxes.counters(side).values()) - calls_before[side]
+                injected = Counter(self.boxes.faults_injected(side)) - faults_before[side]
+                self.figures.faults.update({f"{side}:{k}": n for k, n in injected.items()})
             self.wave_user.close()
         self.figures.repairs = self.system.converge()
         self.judge()
