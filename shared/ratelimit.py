@@ -244,14 +244,18 @@ class FleetRateLimiter:
         return bool(started)
 
     def state(self) -> dict[str, float]:
-        """The fleet's current rate (requests/s) and the rest of any cooldown (s), for `status` and tests."""
+        """The fleet's current rate (requests/s), the rest of any cooldown (s) and, under an in-flight cap, the
+        calls in flight now and the cap, for `status` and tests."""
         rate = self.redis.hget(keys.rate_bucket_key(self.system), "rate")
         cooldown_ms = int(self.redis.pttl(keys.cooldown_key(self.system)))
-        return {
+        state = {
             "configured_per_s": self.rate,
             "current_per_s": round(min(self.rate, float(rate)) if rate is not None else self.rate, 3),
             "cooldown_s": max(0, cooldown_ms) / 1000,
         }
+        if self.max_in_flight:
+            state |= {"in_flight": float(self.in_flight()), "max_in_flight": float(self.max_in_flight)}
+        return state
 
     def _wait(self, seconds: float) -> None:
         self.waited_s += seconds

@@ -107,9 +107,19 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             oldest = {entity: oldest_waiting_change(client, entity) for entity in ENTITIES}
             report["rate_limits"] = {
                 "customerp": FleetRateLimiter(
-                    client, "customerp", settings.customerp_rate_per_second, settings.customerp_burst
+                    client,
+                    "customerp",
+                    settings.customerp_rate_per_second,
+                    settings.customerp_burst,
+                    max_in_flight=settings.customerp_max_in_flight,
                 ).state(),
-                "wave": FleetRateLimiter(client, "wave", settings.wave_rate_per_second, settings.wave_burst).state(),
+                "wave": FleetRateLimiter(
+                    client,
+                    "wave",
+                    settings.wave_rate_per_second,
+                    settings.wave_burst,
+                    max_in_flight=settings.wave_max_in_flight,
+                ).state(),
             }
             for poller in report["pollers"]:
                 stats = client.hgetall(keys.poll_stats_key(poller["system"], poller["entity"]))
@@ -202,6 +212,8 @@ def _describe_limit(system: str, limit: dict[str, float]) -> str:
         text += f" (slowed to {limit['current_per_s']:.3g}/s after 429s)"
     if limit["cooldown_s"] > 0:
         text += f" (paused {limit['cooldown_s']:g}s more)"
+    if "max_in_flight" in limit:
+        text += f", {limit['in_flight']:g} of {limit['max_in_flight']:g} in flight"
     return text
 
 

@@ -279,6 +279,10 @@ def test_status_json_has_queues_dead_letters_watermarks_links_and_lag(ops: Ops) 
     assert 55 <= wave["newest_change_age_s"] < 120
     assert 4 <= wave["since_success_s"] < 60
     assert report["rate_limits"]["wave"]["configured_per_s"] == 20.0
+    # Wave's fleet-wide in-flight cap (default 2) is shown with the calls holding a lease now; Customerp has none.
+    assert report["rate_limits"]["wave"]["max_in_flight"] == 2
+    assert report["rate_limits"]["wave"]["in_flight"] >= 0
+    assert "max_in_flight" not in report["rate_limits"]["customerp"]
 
 
 def test_status_table_is_readable(ops: Ops) -> None:
@@ -303,6 +307,7 @@ def test_status_table_is_readable(ops: Ops) -> None:
     assert any(line.startswith("control") for line in lines)
     assert pollers.splitlines()[0].split()[:4] == ["poller", "entity", "watermark", "last"]
     assert "rate limit" in rest[0]
+    assert "of 2 in flight" in rest[0]
 
 
 def test_status_without_redis_still_reports_what_the_database_knows(ops: Ops) -> None:
