@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Literal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
+from shared import keys
+from shared.celery_app import app
 from shared.context import Context
 from shared.coordination import CreateIntent
 from shared.errors import (
@@ -386,7 +388,10 @@ class PairSync:
             return "skipped"
         # A poll's snapshot is created from as it is, with no extra read: an edit made since arrives as the next
         # message and merges onto the new pair; a deletion arrives as Customerp's tombstone or through reconcile.
-        if not self.dependency and not flow.should_create(src_canonical):
+        # Not wanted by policy (an archived product), unless an earlier sync that needed it (an order) began creating
+        # it: that create may have landed, so it is finished rather than left half done.
+        unwanted = not self.dependency and not flow.should_create(src_canonical)
+        if unwanted and ctx.coordinator.create_intent(flow.entity, target, self.msg.source_id) is None:
             return "skipped"
         flow.check(ctx, target, src_canonical)
         started = ctx.clock()
@@ -501,10 +506,18 @@ class PairSync:
         """The source record may itself be the product of an unfinished create from the other side (its link not
         recorded yet): creating a partner for it would duplicate the record that create started from."""
         ctx, flow = self.ctx, self.flow
+        settle = CREATE_SETTLE_TIMEOUTS * ctx.settings.http_timeout
         for intent in ctx.coordinator.creations_in_flight(
             flow.entity, self.source, max_age_s=CREATE_IN_FLIGHT_S, now=ctx.clock()
         ):
             if intent.sent and holds(src_canonical, intent.sent, flow.identity):
+                if (ctx.clock() - intent.attempted).total_seconds() > settle:
+                    # The create has had time to land and its sync has not recorded the link: that sync may never
+                    # come back to it (an order that needed the record was dead-lettered). Ask for it to finish.
+                    owner = ChangeMessage(
+                        entity=flow.entity, source=self.target, source_id=intent.source_id, reread=True
+                    )
+                    app.send_task(keys.SYNC_TASK[flow.entity], args=[owner.to_json()], queue=flow.entity)
                 raise RetryableError(
                     f"{self.source}:{self.msg.source_id} may be the {flow.entity[:-1]} that an unfinished sync of "
                     f"{self.target}:{intent.source_id} created; waiting for that sync to record its link",

@@ -84,3 +84,33 @@ def test_onboarding_matches_an_existing_wave_product_by_name(system: System) -> 
     assert (wave["description"], cp["description"]) == ("Solid oak", "Solid oak")
     assert Decimal(str(wave["unitPrice"])) == Decimal(str(cp["unit_price"]))
     assert system.dead_letters() == []
+
+
+def test_a_create_whose_sync_never_came_back_is_finished_not_duplicated_or_stuck(system: System) -> None:
+    """An order's sync began creating its archived product in Wave, the create landed, and the order was then
+    dead-lettered: nothing would ever finish that create. The Wave product's own sync, which waits for it, asks
+    the product's sync to finish it, and the two records are linked."""
+    from datetime import timedelta
+
+    from workers.products import FLOW
+
+    made = system.boxes.cp(
+        "POST", "products", {"name": "Orphan widget", "unit_price": "5", "currency": "USD", "archived": True}
+    )
+    record = system.ctx.customerp.get("products", made["id"]).model_dump(mode="json")
+    sent = FLOW.canonical(system.ctx, "customerp", record)
+    long_ago = (system.ctx.clock() - timedelta(minutes=1)).isoformat()
+    system.ctx.coordinator.begin_create("products", "wave", made["id"], long_ago, sent)
+    landed = system.ctx.wave.create_product({"name": "Orphan widget", "unitPrice": "5"})
+    # Its own poll message was handled long ago (skipped: archived), so only the waiting side can revive it.
+    system.ctx.coordinator.mark_done("products", "customerp", made["id"], f"{made['version']:012d}")
+    system.settle()
+    with system.ctx.db.session() as session:
+        from shared.store import links as store
+
+        link = store.find_link(session, "products", "customerp", made["id"])
+    assert link is not None
+    assert link.wave_id == landed.id
+    assert len(products(system, "wave")) == 1
+    assert system.dead_letters() == []
+    assert system.ctx.coordinator.create_intent("products", "wave", made["id"]) is None
