@@ -386,8 +386,15 @@ class PairSync:
         flow, ctx, target = self.flow, self.ctx, self.target
         if not _creation_enabled(ctx, flow.entity, target):
             return "skipped"
-        # A poll's snapshot is created from as it is, with no extra read: an edit made since arrives as the next
-        # message and merges onto the new pair; a deletion arrives as Customerp's tombstone or through reconcile.
+        if self.source not in self.fresh:
+            # A create cannot be taken back: make it from the record as it is now, if it still exists at all. (Making
+            # it from the poll's snapshot saves this read, but a randomised history then lost an edit: see README.)
+            try:
+                src = flow.read(ctx, self.source, self.msg.source_id)
+            except NotFoundError:
+                return self._abandon_create()
+            self.fresh.add(self.source)
+            src_canonical = flow.canonical(ctx, self.source, src)
         # Not wanted by policy (an archived product), unless an earlier sync that needed it (an order) began creating
         # it: that create may have landed, so it is finished rather than left half done.
         unwanted = not self.dependency and not flow.should_create(src_canonical)
