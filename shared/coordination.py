@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from shared import keys
-from shared.errors import RetryableError
+from shared.errors import MustWaitError
 from shared.settings import Entity
 
 PENDING_TTL_S = 900
@@ -74,7 +74,7 @@ class Coordinator:
     def record_lock(self, entity: Entity, system: str, record_id: str, *, ttl: float, wait: float) -> Iterator[None]:
         lock = self.redis.lock(keys.record_lock_key(entity, system, record_id), timeout=ttl, blocking_timeout=wait)
         if not lock.acquire():
-            raise RetryableError(f"{entity} {system}:{record_id} is being synced by another worker", retry_after=1)
+            raise MustWaitError(f"{entity} {system}:{record_id} is being synced by another worker", retry_after=1)
         try:
             yield
         finally:

@@ -46,6 +46,12 @@ class RateLimitedError(RetryableError):
     """HTTP 429: the whole fleet should back off, not only this worker."""
 
 
+class MustWaitError(RetryableError):
+    """Not a failure: the record waits a bounded time for something else to settle (a busy record, a create or
+    write whose answer never came and may still land). Retried after `retry_after` without spending the retry
+    budget: waiting out another sync's outcome must not dead-letter a record that nothing is wrong with."""
+
+
 class PermanentError(SyncError):
     """Retrying cannot help until a person changes data or configuration: dead-letter at once."""
 

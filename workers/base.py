@@ -5,6 +5,8 @@ Task bodies only sync; this base class turns the error taxonomy of `shared/error
   at least the server's Retry-After; after `max_retries` → dead letter;
 - RateLimitedError (429) → retry after Retry-After plus a widening jitter, without using up the retry budget
   (the transport has already paused and slowed the whole fleet, see shared/ratelimit.py);
+- MustWaitError (a busy record, another write's outcome still unknown) → retry after the wait with backoff,
+  without using up the retry budget: each such wait is bounded where it is raised;
 - AuthError → retried at the longest delay (credentials get fixed and workers restarted; an outage must not
   empty every queue into the dead letters within a minute), then dead-lettered with a hint to replay;
 - PermanentError, NotFoundError, and any unexpected exception (a bug, or data no rule foresaw) → dead letter
@@ -24,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared import keys, logs, metrics
 from shared.context import Context, get_context
-from shared.errors import AuthError, ErrorInfo, RateLimitedError, RetryableError, SyncError
+from shared.errors import AuthError, ErrorInfo, MustWaitError, RateLimitedError, RetryableError, SyncError
 from shared.messages import ChangeMessage, other
 from shared.settings import load_settings
 from shared.store import links as store
@@ -109,6 +111,8 @@ class SyncTask(Task):  # type: ignore[type-arg]
             raise
         except RateLimitedError as exc:
             return self._retry(message, failures, exc, count=False)
+        except MustWaitError as exc:
+            return self._retry(message, failures, exc, count=False, wait=True)
         except AuthError as exc:
             return self._retry(message, failures, exc, count=True, auth=True)
         except (RetryableError, SoftTimeLimitExceeded, *INFRASTRUCTURE_ERRORS) as exc:
@@ -124,19 +128,35 @@ class SyncTask(Task):  # type: ignore[type-arg]
         return outcome
 
     def _retry(
-        self, message: ChangeMessage, failures: int, exc: BaseException, *, count: bool, auth: bool = False
+        self,
+        message: ChangeMessage,
+        failures: int,
+        exc: BaseException,
+        *,
+        count: bool,
+        auth: bool = False,
+        wait: bool = False,
     ) -> str:
         """Raise Celery's Retry with the next countdown; or dead-letter when the budget is spent."""
         settings = self.ctx.settings
         if count and failures >= settings.max_retries:
             self._dead_letter(message, exc, retries_exhausted=True)
             return "dead-lettered"
+        uncounted = max(0, int(self.request.retries or 0) - failures)  # Celery counts every retry
         if auth:
             countdown = auth_backoff_seconds(settings.retry_backoff_max, self._rng)
+        elif wait:
+            # Waits for the same record come back spread out and less often, never before the wait is over.
+            countdown = backoff_seconds(
+                uncounted,
+                settings.retry_backoff_base,
+                settings.retry_backoff_max,
+                getattr(exc, "retry_after", None),
+                self._rng,
+            )
         elif not count:
-            throttles = max(0, int(self.request.retries or 0) - failures)  # Celery counts every retry
             countdown = throttle_backoff_seconds(
-                throttles,
+                uncounted,
                 settings.retry_backoff_base,
                 settings.retry_backoff_max,
                 getattr(exc, "retry_after", None),

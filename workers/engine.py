@@ -35,6 +35,7 @@ from shared.errors import (
     FieldError,
     ForbiddenEditError,
     InvalidDataError,
+    MustWaitError,
     NotFoundError,
     PermanentError,
     RateLimitedError,
@@ -495,7 +496,7 @@ class PairSync:
         settle = CREATE_SETTLE_TIMEOUTS * ctx.settings.http_timeout
         waited = (ctx.clock() - previous.attempted).total_seconds()
         if waited < settle:
-            raise RetryableError(
+            raise MustWaitError(
                 f"an earlier attempt to create the Wave partner of {self.source}:{self.msg.source_id} may still "
                 "land; looking for it shortly",
                 system="sync",
@@ -525,7 +526,7 @@ class PairSync:
                         entity=flow.entity, source=self.target, source_id=intent.source_id, reread=True
                     )
                     app.send_task(keys.SYNC_TASK[flow.entity], args=[owner.to_json()], queue=flow.entity)
-                raise RetryableError(
+                raise MustWaitError(
                     f"{self.source}:{self.msg.source_id} may be the {flow.entity[:-1]} that an unfinished sync of "
                     f"{self.target}:{intent.source_id} created; waiting for that sync to record its link",
                     system="sync",
@@ -616,7 +617,7 @@ class PairSync:
         if system == "wave":
             held = ctx.coordinator.writes_held(flow.entity, system, record_id)
             if held:
-                raise RetryableError(
+                raise MustWaitError(
                     f"an unanswered write to wave {flow.entity[:-1]} {record_id} may still land; waiting {held:.1f}s",
                     system="sync",
                     retry_after=held,

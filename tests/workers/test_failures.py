@@ -74,6 +74,25 @@ def test_when_retries_run_out_the_record_is_dead_lettered_with_the_last_error(
         assert "Traceback" not in system.log_text()
 
 
+def test_waiting_out_a_create_whose_answer_was_lost_spends_no_retries(env: tuple[Sandboxes, str, Path]) -> None:
+    # One retry in the budget: the lost answer spends it. Waiting until the create can no longer land, then finding
+    # it, must not count, or a record nothing is wrong with would be dead-lettered (history seed 11 once was).
+    with running(*env, max_retries=1, http_timeout=1.0) as system:
+        ready(system)
+        system.boxes.faults("wave", lost_response_rate=1.0)
+        new_customer(system, "Lost Answer Co")
+        system.poll(("customerp",))
+        wait_for("the create to land", lambda: len(wave_customers(system, "Lost Answer Co")) == 1, system=system)
+        system.boxes.faults("wave", lost_response_rate=0.0)
+        system.wait_idle()
+        assert system.dead_letters() == []
+        assert len(wave_customers(system, "Lost Answer Co")) == 1
+        assert faults_injected(system, "wave").get("lost_response", 0) >= 1
+        assert "MustWaitError, not counted" in system.log_text()
+        system.settle()  # linked, not orphaned: later polls make nothing new
+        assert len(wave_customers(system, "Lost Answer Co")) == 1
+
+
 # --- rate limits --------------------------------------------------------------------------------------------
 
 
