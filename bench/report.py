@@ -111,7 +111,14 @@ def table(results: dict[str, Any]) -> str:
                     f"(3) {latency['latency_ms']:g} ms, {variant['label']}",
                     f"{_fmt(variant['wave_ok_calls_per_second'])} Wave calls/s of "
                     f"{_fmt(variant['api_bound_calls_per_second'])} = {_fmt(variant['ratio_to_api_bound'], 2)}; "
-                    f"{_fmt(variant['records_per_second'])} records/s{_other_load(variant)}",
+                    f"{_fmt(variant['records_per_second'])} records/s"
+                    + (
+                        f"; a call held the API {_fmt(variant['wave_call_ms'])} ms, cap in use "
+                        f"{_fmt(variant['cap_utilisation'], 2)}"
+                        if "cap_utilisation" in variant
+                        else ""
+                    )
+                    + _other_load(variant),
                     "baseline" if variant.get("baseline") else ">= 0.90",
                     "" if variant.get("baseline") else _status(variant["ratio_to_api_bound"] >= 0.9),
                 )

@@ -609,6 +609,11 @@ def backfill_on_fresh_stack(
         result["wave_throttled"] = throttled
         result["wave_ok_calls_per_second"] = rate(wave_total - throttled, result["seconds"])
         result["wave_calls_per_record"] = round((wave_total - throttled) / max(1, sum(result["links"].values())), 2)
+        # How long an admitted call held the API: above the injected latency by the sandbox's own work, which
+        # no client can win back. Busy time over (slots x run time) is the share of the cap the engine used.
+        busy = running.wave_busy_seconds()
+        result["wave_busy_seconds"] = round(busy, 2)
+        result["wave_call_ms"] = round(1000 * busy / max(1, wave_total - throttled), 1)
         return result
 
 
@@ -664,6 +669,8 @@ def latency_run(opts: Options) -> dict[str, Any]:
         result["baseline"] = label.endswith("(baseline)")
         result["api_bound_calls_per_second"] = round(bound, 1)
         result["ratio_to_api_bound"] = round(result["wave_ok_calls_per_second"] / bound, 3)
+        if "in flight" in label:
+            result["cap_utilisation"] = round(result["wave_busy_seconds"] / (opts.wave_cap * result["seconds"]), 3)
         result.pop("counters_detail", None)
         opts.log(
             f"    {result['wave_ok_calls_per_second']} Wave calls/s of a {bound:.0f}/s bound "

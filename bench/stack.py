@@ -286,6 +286,9 @@ class Stack:
 
     # --- counters and store facts ---------------------------------------------------------------------------
 
+    def wave_busy_seconds(self) -> float:
+        return self.wave_sandbox.injector.busy_seconds
+
     def counters(self) -> dict[str, dict[str, int]]:
         return {
             "customerp": dict(self.cp_injector.counters),

@@ -63,6 +63,9 @@ class FaultInjector:
     def __init__(self, config: FaultConfig | None = None) -> None:
         self.counters: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
+        # Seconds admitted calls spent inside the API (injected latency plus the sandbox's own work): what a
+        # concurrency cap is really spent on, so a benchmark can tell the caller's idle slots from slow calls.
+        self.busy_seconds = 0.0
         self._in_flight = 0
         self._tokens = 0.0
         self._last_refill = time.monotonic()
@@ -85,6 +88,7 @@ class FaultInjector:
     def reset_counters(self) -> None:
         self.counters.clear()
         self.faults_injected.clear()
+        self.busy_seconds = 0.0
 
     def _roll(self, share: float) -> bool:
         return share > 0 and self._random.random() < share
@@ -121,6 +125,7 @@ class FaultInjector:
         if self._roll(cfg.rate_limit_rate):
             return self._throttled("injected")
         self._in_flight += 1
+        admitted = time.monotonic()
         try:
             delay = cfg.latency_ms + (self._random.uniform(0, cfg.jitter_ms) if cfg.jitter_ms else 0.0)
             if delay:
@@ -143,6 +148,7 @@ class FaultInjector:
             return response
         finally:
             self._in_flight -= 1
+            self.busy_seconds += time.monotonic() - admitted
 
 
 def admin_routes(injector: FaultInjector) -> list[Route]:
@@ -164,7 +170,13 @@ def admin_routes(injector: FaultInjector) -> list[Route]:
     async def counters(request: Request) -> Response:
         if request.method == "DELETE":
             injector.reset_counters()
-        return JSONResponse({"calls": dict(injector.counters), "faults": dict(injector.faults_injected)})
+        return JSONResponse(
+            {
+                "calls": dict(injector.counters),
+                "faults": dict(injector.faults_injected),
+                "busy_seconds": round(injector.busy_seconds, 3),
+            }
+        )
 
     return [
         Route("/_admin/faults", faults, methods=["GET", "PUT", "PATCH"]),

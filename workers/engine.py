@@ -444,7 +444,8 @@ class PairSync:
         # The source held what was sent, the new partner what it was created as (defaults included).
         made = flow.canonical(ctx, target, created)
         provisional = Bases({self.source: sent, target: made}, made).snapshot()
-        link = self._save(None, {self.source: src, target: created}, provisional)
+        # Its dead letters are resolved by the save that settles the pair, not this one.
+        link = self._save(None, {self.source: src, target: created}, provisional, resolve=False)
         try:
             self._merge_and_write(link, src, src_canonical, created)
         except NotFoundError:
@@ -648,7 +649,9 @@ class PairSync:
             store.resolve_dead_letters(session, flow.entity, {"customerp": link.customerp_id, "wave": link.wave_id})
         return "deleted"
 
-    def _save(self, link: Link | None, records: dict[System, Record], snapshot: Canonical) -> Link:
+    def _save(
+        self, link: Link | None, records: dict[System, Record], snapshot: Canonical, *, resolve: bool = True
+    ) -> Link:
         """Record the pair and what both sides now hold, in one transaction, after the remote writes."""
         flow, ctx = self.flow, self.ctx
         try:
@@ -676,7 +679,10 @@ class PairSync:
                     customerp_version=versions["customerp"],
                     wave_version=versions["wave"],
                 )
-                store.resolve_dead_letters(session, flow.entity, {"customerp": ids["customerp"], "wave": ids["wave"]})
+                if resolve:
+                    store.resolve_dead_letters(
+                        session, flow.entity, {"customerp": ids["customerp"], "wave": ids["wave"]}
+                    )
         except (IntegrityError, StaleDataError) as exc:
             # Another worker linked or updated this pair meanwhile: start again from the new state.
             raise ConflictError(

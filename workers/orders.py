@@ -27,14 +27,28 @@ from workers.engine import Flow, Record, is_repeat, sync_message
 DEPENDENCIES: dict[Entity, Flow] = {"customers": customers.FLOW, "products": products.FLOW}
 # Off while reconcile only checks: reading an invoice must then never create its customer.
 SYNC_DEPENDENCIES: ContextVar[bool] = ContextVar("sync_dependencies", default=True)
+# Partners already looked up by this task, both ways round: a linked pair's ids never change, and one order's
+# sync translates the same customer and products several times (to write the invoice, then to read it back).
+KNOWN_PARTNERS: ContextVar[dict[tuple[Entity, System, str], str] | None] = ContextVar("known_partners", default=None)
+
+
+def _remember(entity: Entity, system: System, record_id: str, partner: str) -> None:
+    known = KNOWN_PARTNERS.get()
+    if known is not None:
+        known[(entity, system, record_id)] = partner
+        known[(entity, other(system), partner)] = record_id
 
 
 def partner_id(ctx: Context, entity: Entity, system: System, record_id: str) -> str:
     """The id on the other side of `system`'s record `record_id`, syncing that record first if unlinked."""
+    known = (KNOWN_PARTNERS.get() or {}).get((entity, system, record_id))
+    if known is not None:
+        return known
     for attempt in range(2):
         with ctx.db.session() as session:
             link = store.find_link(session, entity, system, record_id)
         if link is not None:
+            _remember(entity, system, record_id, link.partner_id(system))
             return link.partner_id(system)
         if attempt == 0 and SYNC_DEPENDENCIES.get():
             sync_message(
@@ -53,10 +67,15 @@ def partner_id(ctx: Context, entity: Entity, system: System, record_id: str) -> 
 def partner_ids(ctx: Context, entity: Entity, system: System, record_ids: list[str]) -> dict[str, str]:
     """`partner_id` of many records at once: one query for the linked ones (an order's lines usually all are),
     then each unlinked one synced as `partner_id` does."""
-    wanted = set(record_ids)
-    with ctx.db.session() as session:
-        linked = store.links_by_ids(session, entity, system, wanted)
-    found = {record_id: link.partner_id(system) for record_id, link in linked.items()}
+    known = KNOWN_PARTNERS.get() or {}
+    found = {r: known[(entity, system, r)] for r in record_ids if (entity, system, r) in known}
+    wanted = set(record_ids) - found.keys()
+    if wanted:
+        with ctx.db.session() as session:
+            linked = store.links_by_ids(session, entity, system, wanted)
+        for record_id, link in linked.items():
+            found[record_id] = link.partner_id(system)
+            _remember(entity, system, record_id, link.partner_id(system))
     for record_id in sorted(wanted - found.keys()):
         found[record_id] = partner_id(ctx, entity, system, record_id)
     return found
@@ -232,4 +251,8 @@ FLOW = OrderFlow()
 
 @app.task(bind=True, base=SyncTask, name=keys.SYNC_TASK["orders"])
 def sync_order(self: SyncTask, message: dict[str, Any], failures: int = 0) -> str:
-    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message), repeat=is_repeat(self.request))
+    token = KNOWN_PARTNERS.set({})
+    try:
+        return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message), repeat=is_repeat(self.request))
+    finally:
+        KNOWN_PARTNERS.reset(token)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -133,14 +133,14 @@ def dead_letter_versions(session: Session, entity: str, system: str, record_ids:
 
 
 def resolve_dead_letters(session: Session, entity: str, system_ids: dict[str, str | None]) -> int:
-    """A record synced: its dead letters (from either side) leave the queue."""
-    removed = 0
-    for system, record_id in system_ids.items():
-        if record_id:
-            result = session.execute(
-                delete(DeadLetter).where(
-                    DeadLetter.entity == entity, DeadLetter.source == system, DeadLetter.source_id == record_id
-                )
-            )
-            removed += int(getattr(result, "rowcount", 0) or 0)
-    return removed
+    """A record synced: its dead letters (from either side) leave the queue. One statement for both sides: this
+    runs on every sync that records a pair."""
+    either = [
+        and_(DeadLetter.source == system, DeadLetter.source_id == record_id)
+        for system, record_id in system_ids.items()
+        if record_id
+    ]
+    if not either:
+        return 0
+    result = session.execute(delete(DeadLetter).where(DeadLetter.entity == entity, or_(*either)))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -26,6 +26,19 @@ def test_latency_is_added_and_reported_to_on_call(sandbox: ServerThread, admin: 
     assert seconds >= 0.15
 
 
+def test_time_admitted_calls_hold_the_api_is_counted(client: CustomerpClient, admin: httpx.Client) -> None:
+    # The benchmark divides this by (cap x run time) to tell idle slots under a concurrency cap from slow calls.
+    set_faults(admin, latency_ms=100)
+    client.changes("customers")
+    client.changes("orders")
+    set_faults(admin, latency_ms=0, rate_limit_rate=1.0)
+    with pytest.raises(RateLimitedError):
+        client.changes("products")  # refused before admission: holds no slot
+
+    busy = counters(admin)["busy_seconds"]
+    assert 0.2 <= busy < 1.0
+
+
 def test_injected_5xx_is_retryable(client: CustomerpClient, admin: httpx.Client) -> None:
     set_faults(admin, error_rate=1.0)
 
@@ -120,7 +133,7 @@ def test_counters_count_every_api_call_by_operation_and_nothing_else(
     admin.post("/_admin/customers", json=CUSTOMER)  # user edits are not API calls
     admin.get("/_admin/snapshot")
 
-    assert counters(admin) == {
+    assert {k: v for k, v in counters(admin).items() if k != "busy_seconds"} == {
         "calls": {
             "products.create": 2,
             "products.get": 2,
@@ -141,4 +154,4 @@ def test_reset_clears_counters_and_faults(client: CustomerpClient, admin: httpx.
     admin.post("/_admin/reset").raise_for_status()
 
     assert admin.get("/_admin/faults").json()["error_rate"] == 0
-    assert counters(admin) == {"calls": {}, "faults": {}}
+    assert counters(admin) == {"calls": {}, "faults": {}, "busy_seconds": 0.0}
