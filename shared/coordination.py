@@ -114,10 +114,13 @@ class Coordinator:
         """
         key = keys.creating_key(entity, target)
         value = json.dumps({"started_at": started_at, "sent": sent}, sort_keys=True)
-        if self.redis.hsetnx(key, source_id, value):
-            self.redis.expire(key, CREATE_INTENT_TTL_S)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip: this runs before every create
+        pipe.hsetnx(key, source_id, value)
+        pipe.hget(key, source_id)
+        pipe.expire(key, CREATE_INTENT_TTL_S)
+        created, previous, _ = pipe.execute()
+        if created:
             return None
-        previous = self.redis.hget(key, source_id)
         if previous is None:  # finished meanwhile: start afresh
             return self.begin_create(entity, target, source_id, started_at, sent)
         return CreateIntent.parse(source_id, previous)
@@ -138,7 +141,14 @@ class Coordinator:
         self.redis.hset(key, source_id, json.dumps(value, sort_keys=True))
 
     def end_create(self, entity: Entity, target: str, source_id: str) -> None:
-        self.redis.hdel(keys.creating_key(entity, target), source_id)
+        self.end_creates(entity, {target: source_id})
+
+    def end_creates(self, entity: Entity, source_ids: dict[str, str]) -> None:
+        """End the creations of several records' partners (into each target given) in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for target, source_id in source_ids.items():
+            pipe.hdel(keys.creating_key(entity, target), source_id)
+        pipe.execute()
 
     def creations_in_flight(
         self, entity: Entity, target: str, *, max_age_s: float, now: datetime

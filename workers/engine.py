@@ -255,7 +255,8 @@ class PairSync:
         # is retried later rather than holding a worker thread (and its message, which a broker may hand to
         # another worker when held too long).
         lock_ttl = ctx.settings.task_time_limit + 5
-        lock_on = self._lock_on(self._load_link())
+        # A Customerp record is its pair's lock whether linked or not; only a Wave record needs its link to find it.
+        lock_on = (self.source, msg.source_id) if self.source == "customerp" else self._lock_on(self._load_link())
         with ctx.coordinator.record_lock(msg.entity, *lock_on, ttl=lock_ttl, wait=2):
             newest_seen = ctx.coordinator.take_pending(msg.entity, msg.source, msg.source_id) or ""
             reread = msg.reread or msg.snapshot is None or self.repeat or is_older(msg.version, newest_seen)
@@ -690,8 +691,7 @@ class PairSync:
             ) from None
         if link is None:
             # Linked: neither record is an unfinished creation any more (whoever created it).
-            ctx.coordinator.end_create(flow.entity, "wave", ids["customerp"])
-            ctx.coordinator.end_create(flow.entity, "customerp", ids["wave"])
+            ctx.coordinator.end_creates(flow.entity, {"wave": ids["customerp"], "customerp": ids["wave"]})
         return saved
 
 
