@@ -57,10 +57,13 @@ class WorkerSpec:
     extra: tuple[str, ...] = ()
     # Python run in the worker process before `wavesync worker` starts: for profiling experiments only.
     preamble: str = ""
+    # Worker processes on the same queues (a scaled-out fleet shares the leases and limits through Redis).
+    processes: int = 1
 
     @property
     def label(self) -> str:
-        return f"{self.pool} -c {self.concurrency}"
+        fleet = f"{self.processes} × " if self.processes > 1 else ""
+        return f"{fleet}{self.pool} -c {self.concurrency}"
 
 
 # Settings every scenario shares. The fleet rate limits are lifted well above what the sandboxes can serve

@@ -48,10 +48,11 @@ def test_a_quick_bench_run_writes_sane_results_for_every_scenario(tmp_path: Path
     assert memory["messages"] == 300
     assert memory["worker_rss_end_mib"] > 0
     variants = results["latency"]["variants"]
-    assert [v["baseline"] for v in variants] == [True, False, False, False]
+    assert [v["baseline"] for v in variants] == [True, False, False, False, False]
+    assert variants[2]["worker"].startswith("2 × ")  # the scaled-out fleet
     assert results["latency"]["wave_max_in_flight"] == 2  # the configured variants take leases up to the cap
     assert all(v["ratio_to_api_bound"] > 0 for v in results["latency"]["variants"])
     # Under a concurrency cap the bench also says how long a call held the API and how much of the cap was used.
-    assert all(0 < v["cap_utilisation"] <= 1.05 and v["wave_call_ms"] > 0 for v in variants[:3])
+    assert all(0 < v["cap_utilisation"] <= 1.05 and v["wave_call_ms"] > 0 for v in variants[:4])
     assert all("records_per_second" in row for row in results["pools"]["rows"])
     assert "| measurement | result | target | |" in completed.stdout
