@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -69,6 +70,23 @@ def test_dropped_connection_is_retryable(wave: Sandbox, wave_client: WaveClient)
     wave.faults(drop_rate=1.0)
     with pytest.raises(RetryableError):
         wave_client.get_customer("QQ==")
+
+
+def test_a_connection_dropped_on_purpose_logs_no_traceback(wave: Sandbox, wave_client: WaveClient) -> None:
+    # A soak cuts hundreds of connections; each used to print uvicorn's "Exception in ASGI application".
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        wave.faults(drop_rate=1.0)
+        with pytest.raises(RetryableError):
+            wave_client.get_customer("QQ==")
+        time.sleep(0.2)  # the server logs after the client has seen the cut
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in seen if r.exc_info] == []
 
 
 def test_lost_response_applies_the_write_but_reports_retryable(wave: Sandbox, wave_client: WaveClient) -> None:
