@@ -167,7 +167,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     }
     with ExitStack() as stack:
         if args.postgres:
-            from bench.postgres import postgres_cluster
+            from sandboxes.postgres import postgres_cluster
 
             opts.postgres = stack.enter_context(postgres_cluster())
         if opts.scenarios & MAIN_SCENARIOS:

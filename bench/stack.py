@@ -362,7 +362,7 @@ def stack(
     running: Stack | None = None
     with ExitStack() as cleanup:
         if postgres:
-            from bench.postgres import fresh_database
+            from sandboxes.postgres import fresh_database
 
             kwargs["database_url"] = cleanup.enter_context(fresh_database(postgres, f"bench_{root.name[-8:].lower()}"))
         try:

@@ -1,4 +1,6 @@
-"""A throwaway PostgreSQL cluster for `--postgres`, from the machine's server binaries (as tests/conftest.py does)."""
+"""A throwaway PostgreSQL cluster from the machine's server binaries, for the tests and `python -m bench --postgres`.
+
+Like the API sandboxes, a stand-in for what a deployment talks to; fsync is off (nothing here must survive)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def _unprivileged(args: list[str]) -> list[str]:
 
 @contextmanager
 def postgres_cluster() -> Iterator[str]:
-    """Yields a SQLAlchemy URL of a fresh cluster (fsync off: the bench measures the engine, not the disk)."""
+    """Yields a SQLAlchemy URL of a fresh cluster. Raises RuntimeError (or the failed initdb's CalledProcessError)
+    when no cluster can be started here."""
     bindir = _bindir()
     root = Path(tempfile.mkdtemp(prefix="wavesync-bench-pg-"))
     os.chmod(root, 0o777)  # noqa: S103 - the unprivileged PostgreSQL user must write here
