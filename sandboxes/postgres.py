@@ -43,7 +43,7 @@ def postgres_cluster() -> Iterator[str]:
     """Yields a SQLAlchemy URL of a fresh cluster. Raises RuntimeError (or the failed initdb's CalledProcessError)
     when no cluster can be started here."""
     bindir = _bindir()
-    root = Path(tempfile.mkdtemp(prefix="wavesync-bench-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="wavesync-pg-"))
     os.chmod(root, 0o777)  # noqa: S103 - the unprivileged PostgreSQL user must write here
     data = root / "data"
     port = free_port()

@@ -39,29 +39,13 @@ class Context:
             raise RuntimeError("WAVESYNC_REDIS_URL must be set for workers and pollers")
         client = redis.Redis.from_url(str(settings.redis_url), health_check_interval=25)
         limits = max(64, 4 * 16)
-        # A lease outlasts the longest call: a call is over when its timeout fires, plus a margin for the answer.
-        lease_s = settings.http_timeout + 5.0
         cp_transport = RateLimitedTransport(
             httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),
-            FleetRateLimiter(
-                client,
-                "customerp",
-                settings.customerp_rate_per_second,
-                settings.customerp_burst,
-                max_in_flight=settings.customerp_max_in_flight,
-                lease_s=lease_s,
-            ),
+            FleetRateLimiter.from_settings(client, settings, "customerp"),
         )
         wave_transport = RateLimitedTransport(
             httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),
-            FleetRateLimiter(
-                client,
-                "wave",
-                settings.wave_rate_per_second,
-                settings.wave_burst,
-                max_in_flight=settings.wave_max_in_flight,
-                lease_s=lease_s,
-            ),
+            FleetRateLimiter.from_settings(client, settings, "wave"),
         )
         return cls(
             settings=settings,

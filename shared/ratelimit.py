@@ -21,6 +21,7 @@ import httpx
 import redis
 
 from shared import keys, metrics
+from shared.settings import Settings
 
 # The bucket is a hash {tokens, ts, rate}: `rate` is the fleet's current rate, which a 429 halves and which
 # grows back by `recovery` (a fraction per second) up to the configured rate; the burst shrinks with it. Time is
@@ -189,6 +190,19 @@ class FleetRateLimiter:
         self._release = client.register_script(_RELEASE_SCRIPT)
         self._cool_down = client.register_script(_COOL_DOWN_SCRIPT)
         self.waited_s = 0.0
+
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings, system: str) -> FleetRateLimiter:
+        """The fleet's limiter for `system` ("customerp" or "wave") as WAVESYNC_<SYSTEM>_* configure it."""
+        return cls(
+            client,
+            system,
+            getattr(settings, f"{system}_rate_per_second"),
+            getattr(settings, f"{system}_burst"),
+            max_in_flight=getattr(settings, f"{system}_max_in_flight"),
+            # A lease outlasts the longest call: a call is over when its timeout fires, plus a margin for the answer.
+            lease_s=settings.http_timeout + 5.0,
+        )
 
     def acquire(self) -> str | None:
         """Block until this process may send one request to the system. Returns the call's lease, to hand to

@@ -106,20 +106,8 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             report["queues"] = queue_depths(client)
             oldest = {entity: oldest_waiting_change(client, entity) for entity in ENTITIES}
             report["rate_limits"] = {
-                "customerp": FleetRateLimiter(
-                    client,
-                    "customerp",
-                    settings.customerp_rate_per_second,
-                    settings.customerp_burst,
-                    max_in_flight=settings.customerp_max_in_flight,
-                ).state(),
-                "wave": FleetRateLimiter(
-                    client,
-                    "wave",
-                    settings.wave_rate_per_second,
-                    settings.wave_burst,
-                    max_in_flight=settings.wave_max_in_flight,
-                ).state(),
+                system: FleetRateLimiter.from_settings(client, settings, system).state()
+                for system in ("customerp", "wave")
             }
             for poller in report["pollers"]:
                 stats = client.hgetall(keys.poll_stats_key(poller["system"], poller["entity"]))

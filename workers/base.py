@@ -142,29 +142,15 @@ class SyncTask(Task):  # type: ignore[type-arg]
         if count and failures >= settings.max_retries:
             self._dead_letter(message, exc, retries_exhausted=True)
             return "dead-lettered"
-        uncounted = max(0, int(self.request.retries or 0) - failures)  # Celery counts every retry
         if auth:
             countdown = auth_backoff_seconds(settings.retry_backoff_max, self._rng)
-        elif wait:
-            # Waits for the same record come back spread out and less often, never before the wait is over.
-            countdown = backoff_seconds(
-                uncounted,
-                settings.retry_backoff_base,
-                settings.retry_backoff_max,
-                getattr(exc, "retry_after", None),
-                self._rng,
-            )
-        elif not count:
-            countdown = throttle_backoff_seconds(
-                uncounted,
-                settings.retry_backoff_base,
-                settings.retry_backoff_max,
-                getattr(exc, "retry_after", None),
-                self._rng,
-            )
         else:
-            countdown = backoff_seconds(
-                failures,
+            # Uncounted retries (429s, waits) back off by how often this message already came back uncounted;
+            # after a 429 the fleet is paused already, so only a widening jitter is added to its Retry-After.
+            uncounted = max(0, int(self.request.retries or 0) - failures)  # Celery counts every retry
+            shape = throttle_backoff_seconds if not count and not wait else backoff_seconds
+            countdown = shape(
+                failures if count else uncounted,
                 settings.retry_backoff_base,
                 settings.retry_backoff_max,
                 getattr(exc, "retry_after", None),
