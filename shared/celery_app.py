@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from shared import keys, logs, metrics
+from shared import keys, logs, message_leases, metrics
 from shared.settings import ENTITIES, Settings, load_settings
 
 TASK_MODULES = [
@@ -38,12 +38,17 @@ def broker_url(settings: Settings) -> str:
 def celery_config(settings: Settings) -> dict[str, Any]:
     vt = settings.visibility_timeout
     transport = {
+        # A lease, renewed by the worker holding the message (shared/message_leases.py): a killed worker's
+        # messages are restored this long after its last renewal, a live worker's never.
         "visibility_timeout": vt,
         "queue_order_strategy": "round_robin",
         "health_check_interval": 25,
-        # Recover messages of a killed worker soon after the visibility timeout, not ~100 s later.
-        "unacked_restore_interval": 10,
+        # Look for a dead worker's messages every few seconds (kombu scans every interval × throttle).
+        "unacked_restore_interval": message_leases.RESTORE_INTERVAL_S,
         "unacked_restore_throttle": 1,
+        # kombu's restore runs under a Redis mutex; one held by a worker killed mid-restore blocks the others
+        # until it expires (300 s by default).
+        "unacked_mutex_expire": vt,
     }
     schedule: dict[str, Any] = {}
     for system in ("customerp", "wave"):
@@ -102,6 +107,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 app = Celery("wavesync", include=TASK_MODULES, set_as_current=True)
+app.steps["consumer"].add(message_leases.MessageLeases)
 # Lazy: read when Celery first needs its configuration, after the CLI or a test has set WAVESYNC_* variables.
 app.add_defaults(lambda: celery_config(load_settings()))
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import redis
 
-from shared import metrics
+from shared import leases, metrics
 from shared.coordination import Coordinator
 from shared.customerp.client import CustomerpClient
 from shared.ratelimit import FleetRateLimiter, RateLimitedTransport
@@ -38,6 +38,8 @@ class Context:
         if settings.redis_url is None:
             raise RuntimeError("WAVESYNC_REDIS_URL must be set for workers and pollers")
         client = redis.Redis.from_url(str(settings.redis_url), health_check_interval=25)
+        # Whoever may create records announces it is alive: a create it began is then waited for, not taken over.
+        leases.KEEPER.heartbeat_on(client)
         limits = max(64, 4 * 16)
         cp_transport = RateLimitedTransport(
             httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from shared import keys
+from shared import keys, leases
 from shared.errors import MustWaitError
 from shared.settings import Entity
 
@@ -71,14 +71,26 @@ class Coordinator:
         return {i: v.decode() for i, v in zip(record_ids, values, strict=True) if isinstance(v, bytes)}
 
     @contextmanager
-    def record_lock(self, entity: Entity, system: str, record_id: str, *, ttl: float, wait: float) -> Iterator[None]:
-        lock = self.redis.lock(keys.record_lock_key(entity, system, record_id), timeout=ttl, blocking_timeout=wait)
+    def record_lock(self, entity: Entity, system: str, record_id: str, *, wait: float) -> Iterator[None]:
+        """Hold the record's lock as a lease: this process renews it while it works (shared/leases.py), so a long
+        sync keeps it, and a worker killed mid-sync frees it within `LOCK_LEASE_S`."""
+        key = keys.record_lock_key(entity, system, record_id)
+        # Not thread-local: the process's lease thread renews it with the token this thread took it with.
+        lock = self.redis.lock(key, timeout=leases.LOCK_LEASE_S, blocking_timeout=wait, thread_local=False)
         if not lock.acquire():
-            raise MustWaitError(f"{entity} {system}:{record_id} is being synced by another worker", retry_after=1)
+            # Its holder renews it while it works; a dead holder's lapses when its lease runs out: look again then.
+            lapses_in = max(0, int(self.redis.pttl(key))) / 1000
+            raise MustWaitError(
+                f"{entity} {system}:{record_id} is being synced by another worker",
+                retry_after=1,
+                wait_at_most=max(1.0, lapses_in + 0.5),
+            )
+        leases.KEEPER.hold(lock)
         try:
             yield
         finally:
-            # It may have expired while we worked; the link's row version still guards the write.
+            leases.KEEPER.release(lock)
+            # It may have lapsed in a long stall; the link's row version still guards the write.
             with suppress(redis.exceptions.LockError):
                 lock.release()
 
@@ -113,7 +125,7 @@ class Coordinator:
         must look for what that attempt may have created, and resend exactly what it sent.
         """
         key = keys.creating_key(entity, target)
-        value = json.dumps({"started_at": started_at, "sent": sent}, sort_keys=True)
+        value = json.dumps({"started_at": started_at, "sent": sent, "owner": leases.process_id()}, sort_keys=True)
         pipe = self.redis.pipeline(transaction=False)  # one round trip: this runs before every create
         pipe.hsetnx(key, source_id, value)
         pipe.hget(key, source_id)
@@ -137,8 +149,17 @@ class Coordinator:
         if raw is None:
             return
         intent = CreateIntent.parse(source_id, raw)
-        value = {"started_at": intent.started_at, "attempted_at": attempted_at, "sent": intent.sent}
+        value = {
+            "started_at": intent.started_at,
+            "attempted_at": attempted_at,
+            "sent": intent.sent,
+            "owner": leases.process_id(),
+        }
         self.redis.hset(key, source_id, json.dumps(value, sort_keys=True))
+
+    def owner_alive(self, intent: CreateIntent) -> bool:
+        """Whether the process that last sent this create is alive (an intent of an older version: assume so)."""
+        return intent.owner is None or leases.is_alive(self.redis, intent.owner)
 
     def end_create(self, entity: Entity, target: str, source_id: str) -> None:
         self.end_creates(entity, {target: source_id})
@@ -166,6 +187,7 @@ class CreateIntent:
     started_at: str
     sent: dict[str, Any] | None
     attempted_at: str | None = None  # the latest attempt to send the create, when it was sent again
+    owner: str | None = None  # the process that sent it last (shared/leases.py), None from older versions
 
     @property
     def started(self) -> datetime:
@@ -187,11 +209,13 @@ class CreateIntent:
             value = {"started_at": str(value)}
         sent = value.get("sent")
         attempted = value.get("attempted_at")
+        owner = value.get("owner")
         return cls(
             sid,
             str(value.get("started_at")),
             sent if isinstance(sent, dict) else None,
             str(attempted) if attempted else None,
+            str(owner) if owner else None,
         )
 
 

@@ -49,7 +49,29 @@ class RateLimitedError(RetryableError):
 class MustWaitError(RetryableError):
     """Not a failure: the record waits a bounded time for something else to settle (a busy record, a create or
     write whose answer never came and may still land). Retried after `retry_after` without spending the retry
-    budget: waiting out another sync's outcome must not dead-letter a record that nothing is wrong with."""
+    budget: waiting out another sync's outcome must not dead-letter a record that nothing is wrong with.
+    `wait_at_most`: the wait is known to end by then (a lock's lease runs out), so backoff never waits longer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        system: str = "sync",
+        retry_after: float | None = None,
+        wait_at_most: float | None = None,
+    ) -> None:
+        super().__init__(message, system=system, retry_after=retry_after)
+        self.wait_at_most = wait_at_most
+
+
+class PausedError(MustWaitError):
+    """A connection needs a person before anything can use it (Wave's grant was revoked or its refresh token was
+    refused; the stored tokens cannot be decrypted): work that needs that system waits, uncounted and never
+    dead-lettered, until `wavesync connect <system>` (or a fixed key) resumes it. `retry_after` is long on purpose:
+    a person is needed, so asking again every second would only fill the logs."""
+
+    def __init__(self, message: str, *, system: str = "sync", retry_after: float | None = 45.0) -> None:
+        super().__init__(message, system=system, retry_after=retry_after)
 
 
 class PermanentError(SyncError):

@@ -34,6 +34,12 @@ def record_lock_key(entity: Entity, system: str, record_id: str) -> str:
     return f"{PREFIX}:lock:record:{entity}:{system}:{record_id}"
 
 
+def worker_key(process: str) -> str:
+    """Heartbeat of one live worker process (renewed every few seconds, see shared/leases.py): its absence tells
+    others that whatever that process began (a create it sent) will not be finished by it."""
+    return f"{PREFIX}:worker:{process}"
+
+
 def done_key(entity: Entity, system: str, record_id: str) -> str:
     """The newest version a worker finished for a record that stayed unlinked, so polls do not enqueue it again."""
     return f"{PREFIX}:done:{entity}:{system}:{record_id}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, RedisDsn, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,8 +36,12 @@ class Settings(BaseSettings):
 
     # --- Infrastructure ---
     redis_url: RedisDsn | None = Field(None, description="Broker and coordination Redis; unset = embedded Valkey.")
-    database_url: str = Field("sqlite:///.wavesync/wavesync.db", description="SQLAlchemy URL of the link store.")
-    data_dir: Path = Field(Path(".wavesync"), description="Where embedded Redis data, SQLite and logs live.")
+    database_url: str = Field(
+        "sqlite:///.wavesync/wavesync.db", description="SQLAlchemy URL of the link store (unset = SQLite in data_dir)."
+    )
+    data_dir: Path = Field(
+        Path(".wavesync"), description="Where beat's schedule, embedded Redis data, SQLite and logs live."
+    )
     embedded_redis_port: int = Field(0, ge=0, le=65535, description="Port of the embedded Valkey (0 = any).")
 
     # --- Customerp ---
@@ -92,6 +96,12 @@ class Settings(BaseSettings):
     retry_backoff_base: PositiveSeconds = Field(1.0, description="First retry delay ceiling (seconds).")
     retry_backoff_max: PositiveSeconds = Field(300.0, description="Largest retry delay (seconds).")
     task_time_limit: PositiveSeconds = Field(300.0, description="Hard time limit of one sync task (seconds).")
+    message_lease: float = Field(
+        30.0,
+        ge=20,
+        description="Seconds a dead worker's messages stay unseen before the broker hands them out again "
+        "(live workers renew theirs every 5 s).",
+    )
     wave_rate_per_second: PositiveSeconds = Field(20.0, description="Fleet-wide Wave request rate.")
     wave_burst: int = Field(20, ge=1, description="Fleet-wide Wave burst size.")
     customerp_rate_per_second: PositiveSeconds = Field(50.0, description="Fleet-wide Customerp request rate.")
@@ -113,6 +123,13 @@ class Settings(BaseSettings):
     sandbox_customerp_port: int = Field(8701, ge=0, le=65535, description="Port of the Customerp sandbox.")
     sandbox_wave_port: int = Field(8702, ge=0, le=65535, description="Port of the Wave sandbox.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sqlite_lives_in_the_data_dir(cls, values: Any) -> Any:
+        if isinstance(values, dict) and not values.get("database_url") and values.get("data_dir"):
+            values = {**values, "database_url": f"sqlite:///{Path(values['data_dir']) / 'wavesync.db'}"}
+        return values
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_supported(cls, value: str) -> str:
@@ -128,16 +145,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"WAVESYNC_{secret.upper()} is required when WAVESYNC_{url.upper()} is set")
         return self
 
-    @model_validator(mode="after")
-    def _visibility_timeout_covers_retries(self) -> Settings:
-        if self.retry_backoff_max >= self.visibility_timeout / 2:
-            raise ValueError("retry_backoff_max must stay well under the broker visibility timeout")
-        return self
-
     @property
     def visibility_timeout(self) -> int:
-        """Longer than the longest task plus the longest retry countdown, with a wide margin (see celery_app)."""
-        return int(max(3600.0, 2 * (self.task_time_limit + self.retry_backoff_max)))
+        """kombu's visibility timeout, used as a lease: the worker holding a message renews it every few seconds
+        for as long as it holds it (shared/message_leases.py), so only a dead worker's messages ever reach it."""
+        return int(self.message_lease)
 
     def conflict_policy(self, entity: Entity) -> ConflictPolicy:
         policy: ConflictPolicy = getattr(self, f"conflict_policy_{entity}")

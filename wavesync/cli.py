@@ -61,8 +61,11 @@ def up(
     Embedded Redis and sandboxes start where nothing is configured.
     """
     from wavesync.services import run_up
+    from wavesync.startup import prepare_data_dir
 
-    raise typer.Exit(run_up(_settings(), seed=seed))
+    settings = _settings()
+    prepare_data_dir(settings)
+    raise typer.Exit(run_up(settings, seed=seed))
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -72,8 +75,11 @@ def worker(ctx: typer.Context) -> None:
     For example `wavesync worker -Q customers -c 8 --pool threads`.
     """
     from wavesync.services import worker_argv
+    from wavesync.startup import prepare_data_dir, require_migrated
 
-    _settings()
+    settings = _settings()
+    prepare_data_dir(settings)
+    require_migrated(settings)
     argv = worker_argv(list(ctx.args))
     # `celery -P gevent` monkey-patches in its own __main__; app.worker_main does not, so do it first.
     from celery import maybe_patch_concurrency
@@ -90,7 +96,11 @@ def beat(ctx: typer.Context) -> None:
 
     Run exactly one per deployment.
     """
-    _settings()
+    from wavesync.startup import prepare_data_dir, require_migrated
+
+    settings = _settings()
+    prepare_data_dir(settings)
+    require_migrated(settings)
     from shared.celery_app import app
 
     app.start(["beat", *ctx.args])
@@ -117,6 +127,7 @@ def sandbox(
     """Serve the Customerp and Wave sandboxes on loopback."""
     from wavesync.services import run_sandboxes
 
+    # The sandboxes keep everything in memory: they need nothing on disk.
     run_sandboxes(_settings(), seed_customers, seed_products, seed_orders)
 
 

@@ -156,6 +156,9 @@ class SyncTask(Task):  # type: ignore[type-arg]
                 getattr(exc, "retry_after", None),
                 self._rng,
             )
+            if isinstance(exc, MustWaitError) and exc.wait_at_most is not None:
+                # The wait ends at a known time (a dead worker's lock lapses): backing off past it only adds delay.
+                countdown = min(countdown, exc.wait_at_most)
         metrics.RETRIES.labels(message.entity, type(exc).__name__).inc()
         log.warning(
             "retrying %s in %.1fs (%s%s): %s",

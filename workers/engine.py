@@ -251,13 +251,11 @@ class PairSync:
     def run(self) -> Outcome:
         ctx, msg = self.ctx, self.msg
         # One lock per pair (its Customerp id), so that messages from both sides never write one pair at once;
-        # a Wave record not linked yet is locked by its own id. The lock outlives the longest task; a busy pair
-        # is retried later rather than holding a worker thread (and its message, which a broker may hand to
-        # another worker when held too long).
-        lock_ttl = ctx.settings.task_time_limit + 5
+        # a Wave record not linked yet is locked by its own id. The lock is a lease this process renews while it
+        # works (a dead worker's lapses within seconds); a busy pair is retried later rather than holding a thread.
         # A Customerp record is its pair's lock whether linked or not; only a Wave record needs its link to find it.
         lock_on = (self.source, msg.source_id) if self.source == "customerp" else self._lock_on(self._load_link())
-        with ctx.coordinator.record_lock(msg.entity, *lock_on, ttl=lock_ttl, wait=2):
+        with ctx.coordinator.record_lock(msg.entity, *lock_on, wait=2):
             newest_seen = ctx.coordinator.take_pending(msg.entity, msg.source, msg.source_id) or ""
             reread = msg.reread or msg.snapshot is None or self.repeat or is_older(msg.version, newest_seen)
             link = self._load_link()
@@ -495,7 +493,7 @@ class PairSync:
         flow, ctx, target = self.flow, self.ctx, self.target
         if target == "customerp":
             return None
-        settle = CREATE_SETTLE_TIMEOUTS * ctx.settings.http_timeout
+        settle = self._settle_time(previous)
         waited = (ctx.clock() - previous.attempted).total_seconds()
         if waited < settle:
             raise MustWaitError(
@@ -512,16 +510,22 @@ class PairSync:
                 return None
         return flow.finish_create(ctx, target, created, sent)
 
+    def _settle_time(self, intent: CreateIntent) -> float:
+        """How long after its last send a create may still land. A live sender may still be waiting on it (and an
+        answer lost to a timeout may land later), so twice its HTTP timeout; a sender that died (SIGKILL, OOM) sends
+        nothing more and stopped waiting when it died, so one timeout for the request it left at the server."""
+        timeouts = CREATE_SETTLE_TIMEOUTS if self.ctx.coordinator.owner_alive(intent) else 1.0
+        return timeouts * self.ctx.settings.http_timeout
+
     def _wait_for_creations_into_source(self, src_canonical: Canonical) -> None:
         """The source record may itself be the product of an unfinished create from the other side (its link not
         recorded yet): creating a partner for it would duplicate the record that create started from."""
         ctx, flow = self.ctx, self.flow
-        settle = CREATE_SETTLE_TIMEOUTS * ctx.settings.http_timeout
         for intent in ctx.coordinator.creations_in_flight(
             flow.entity, self.source, max_age_s=CREATE_IN_FLIGHT_S, now=ctx.clock()
         ):
             if intent.sent and holds(src_canonical, intent.sent, flow.identity):
-                if (ctx.clock() - intent.attempted).total_seconds() > settle:
+                if (ctx.clock() - intent.attempted).total_seconds() > self._settle_time(intent):
                     # The create has had time to land and its sync has not recorded the link: that sync may never
                     # come back to it (an order that needed the record was dead-lettered). Ask for it to finish.
                     owner = ChangeMessage(

@@ -1,4 +1,4 @@
-"""Crash tests: a system whose worker gets its killed peers' messages back within seconds."""
+"""Crash tests: the deployed configuration (message leases, record-lock leases, default timeouts) after a SIGKILL."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from shared.settings import Settings
 from tests.harness import Sandboxes, System
 from tests.workers.conftest import boxes, clean_redis
 from wavesync.embedded import EmbeddedRedis
 
-__all__ = ["boxes", "crashable"]
+__all__ = ["boxes", "crashable", "in_production_settings"]
 
-SHORT_VT_WORKER = ("-m", "tests.crashes.short_vt_worker")
-# A killed worker's record locks expire after task_time_limit + 5 s: keep that short, and the retry budget large
-# enough to outlast it.
-SETTINGS = {
+# The tests harness shortens timeouts and retry delays to keep the suite fast; a crash test must prove what ships,
+# so it puts every timing that recovery depends on back to its default (the message lease was never overridden).
+PRODUCTION_TIMINGS = ("http_timeout", "retry_backoff_base", "retry_backoff_max", "max_retries", "task_time_limit")
+# Outages of Redis or the database are not about leases: retries that come back quickly keep those tests short.
+FAST_RETRIES = {
     "http_timeout": 1.0,
     "retry_backoff_base": 0.1,
     "retry_backoff_max": 1.5,
@@ -25,10 +27,23 @@ SETTINGS = {
 }
 
 
+def in_production_settings() -> dict[str, object]:
+    return {name: Settings.model_fields[name].default for name in PRODUCTION_TIMINGS}
+
+
 @pytest.fixture
 def crashable(boxes: Sandboxes, redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[System]:
     boxes.reset()
     clean_redis(redis_server.url)
-    system = System(boxes, redis_server.url, tmp_path, **SETTINGS)
+    system = System(boxes, redis_server.url, tmp_path, **in_production_settings())
+    yield system
+    system.close()
+
+
+@pytest.fixture
+def outage_system(boxes: Sandboxes, redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[System]:
+    boxes.reset()
+    clean_redis(redis_server.url)
+    system = System(boxes, redis_server.url, tmp_path, **FAST_RETRIES)
     yield system
     system.close()

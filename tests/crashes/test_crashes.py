@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +21,10 @@ import redis
 import sqlalchemy
 
 from sandboxes.serve import free_port
+from shared import keys
+from shared.leases import LOCK_LEASE_S
 from shared.store import links as store
-from tests.crashes.conftest import SETTINGS, SHORT_VT_WORKER
+from tests.crashes.conftest import FAST_RETRIES
 from tests.harness import Sandboxes, System
 from tests.workers.conftest import clean_redis
 from wavesync.embedded import EmbeddedRedis
@@ -91,32 +94,106 @@ def expected_links(system: System) -> dict[str, int]:
     }
 
 
-def test_a_worker_killed_twice_in_the_middle_of_writes_loses_no_message_and_duplicates_nothing(
+# After a SIGKILL the dead worker's messages come back one message lease after its last renewal (plus kombu's
+# restore interval), its record locks lapse within their lease, and a create it left at the server is waited for
+# one HTTP timeout: all well inside the bound the README promises.
+RECOVERY_BOUND_S = 60.0
+
+
+def kill_mid_write(system: System, worker: subprocess.Popen[bytes], writes_first: int) -> int:
+    """SIGKILL `worker` once `writes_first` more writes landed; returns how many messages it held unacked."""
+    target = writes(system) + writes_first
+    wait_until(lambda: writes(system) >= target, 60, "writes before the kill")
+    held = int(system.redis.hlen("unacked"))  # type: ignore[arg-type]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    return held
+
+
+def wait_converged(system: System, expected: dict[str, int], since: float) -> float:
+    """Seconds from `since` until every record has its partner and the queues are idle."""
+    wait_until(lambda: links(system) == expected, 2 * RECOVERY_BOUND_S, f"all links {expected}")
+    system.wait_idle(timeout=2 * RECOVERY_BOUND_S)
+    return time.monotonic() - since
+
+
+def test_the_only_worker_killed_mid_backfill_is_replaced_and_every_record_syncs_within_60s(
     crashable: System,
 ) -> None:
     system = crashable
     seed(system)
     expected = expected_links(system)
     for side in ("customerp", "wave"):
-        system.boxes.faults(side, latency_ms=60, jitter_ms=40)  # slow calls: kills land inside tasks
-    system.start_worker(entry=SHORT_VT_WORKER)
+        system.boxes.faults(side, latency_ms=60, jitter_ms=40)  # slow calls: the kill lands inside tasks
+    system.start_worker()
     # One poll round enqueues everything. No poll runs afterwards: a message the crash lost could not be found
     # again by a later poll, so every record must be synced by the messages that were in Redis at the kill.
     system.poll()
-    in_flight = []
-    for _crash in range(2):
-        target = writes(system) + 8
-        wait_until(lambda target=target: writes(system) >= target, 60, "writes before the kill")  # type: ignore[misc]
-        in_flight.append(int(system.redis.hlen("unacked")))  # type: ignore[arg-type]
-        system.stop_worker(signal.SIGKILL)
-        system.start_worker(entry=SHORT_VT_WORKER)
-    system.wait_idle(timeout=120)
-    print(f"\nkilled 2 workers with {in_flight} messages in flight; links {links(system)} of {expected}")
-    assert any(in_flight), "the kills landed while nothing was in flight"
-    assert links(system) == expected
+    assert system.worker is not None
+    held = kill_mid_write(system, system.worker, writes_first=8)
+    replaced_at = time.monotonic()
+    system.start_worker()
+    recovery = wait_converged(system, expected, replaced_at)
+    print(f"\nkilled the only worker holding {held} messages; all synced {recovery:.1f}s after its replacement started")
+    assert held > 0, "the kill landed while nothing was in flight"
+    assert recovery <= RECOVERY_BOUND_S
     for side in ("customerp", "wave"):
         system.boxes.clear_faults(side)
     assert system.settle() <= 2  # nothing left for polls to find but echoes
+    assert_converged(system)
+
+
+def test_a_worker_killed_in_the_middle_of_creates_beside_a_live_one_is_taken_over_within_60s(
+    crashable: System,
+) -> None:
+    system = crashable
+    seed(system)
+    expected = expected_links(system)
+    # Wave calls slow enough that the kill lands while creates are at the server: their answers never come back,
+    # and the live worker must find what they made rather than create twice.
+    system.boxes.faults("wave", latency_ms=400, jitter_ms=100)
+    system.start_worker(concurrency=4)
+    doomed = system.worker
+    assert doomed is not None
+    system.start_worker(concurrency=2)
+    try:
+        system.poll()
+        held = kill_mid_write(system, doomed, writes_first=4)
+        killed_at = time.monotonic()
+        recovery = wait_converged(system, expected, killed_at)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    print(f"\nkilled a worker holding {held} messages mid-create; the live one finished {recovery:.1f}s after the kill")
+    assert held > 0, "the kill landed while nothing was in flight"
+    assert recovery <= RECOVERY_BOUND_S
+    system.boxes.clear_faults("wave")
+    assert system.settle() <= 2
+    assert_converged(system)
+
+
+def test_a_dead_workers_record_lock_lapses_and_reconcile_repairs_go_through(crashable: System) -> None:
+    """The session-3 report: repairs kept retrying "is being synced by another worker" for minutes after a kill."""
+    system = crashable
+    system.boxes.cp("POST", "seed", {"customers": 3, "products": 0, "orders": 0, "seed": 5})
+    system.start_worker()
+    system.settle()
+    customer = system.boxes.snapshot("customerp")["customers"][0]
+    # A lock as a killed worker leaves it: taken by another process that then vanished without releasing it.
+    lock = system.redis.lock(keys.record_lock_key("customers", "customerp", customer["id"]), timeout=LOCK_LEASE_S)
+    assert lock.acquire(blocking=False)
+    system.boxes.cp("PATCH", f"customers/{customer['id']}", {"phone": "+47 2222 2222"})
+    started = time.monotonic()
+    system.poll()
+    system.wait_idle(timeout=RECOVERY_BOUND_S)
+    took = time.monotonic() - started
+    with system.ctx.db.session() as session:
+        link = store.find_link(session, "customers", "customerp", customer["id"])
+    assert link is not None
+    wave = {c["id"]: c for c in system.boxes.snapshot("wave")["customers"]}
+    assert wave[link.wave_id]["phone"] == "+47 2222 2222"
+    # The lock lapses within its lease, and a busy record never backs off past a lease's end.
+    assert took <= LOCK_LEASE_S + 10
     assert_converged(system)
 
 
@@ -126,13 +203,13 @@ def _reachable(client: redis.Redis) -> bool:
     return False
 
 
-def test_redis_restarted_mid_run_with_persistence_converges(crashable: System, redis_server: EmbeddedRedis) -> None:
-    system = crashable
+def test_redis_restarted_mid_run_with_persistence_converges(outage_system: System, redis_server: EmbeddedRedis) -> None:
+    system = outage_system
     seed(system)
     expected = expected_links(system)
     for side in ("customerp", "wave"):
         system.boxes.faults(side, latency_ms=40)
-    system.start_worker(entry=SHORT_VT_WORKER)
+    system.start_worker()
     system.poll()
     wait_until(lambda: writes(system) >= 10, 60, "writes before the restart")
     queued = sum(int(system.redis.llen(q)) for q in ("customers", "products", "orders"))  # type: ignore[misc]
@@ -267,13 +344,13 @@ def test_the_database_gone_for_a_while_workers_retry_and_nothing_is_lost(
     url, proxy = database_behind_proxy
     boxes.reset()
     clean_redis(redis_server.url)
-    system = System(boxes, redis_server.url, tmp_path, database_url=url, **SETTINGS)
+    system = System(boxes, redis_server.url, tmp_path, database_url=url, **FAST_RETRIES)
     try:
         seed(system)
         expected = expected_links(system)
         for side in ("customerp", "wave"):
             system.boxes.faults(side, latency_ms=40)
-        system.start_worker(entry=SHORT_VT_WORKER)
+        system.start_worker()
         system.poll()
         wait_until(lambda: writes(system) >= 10, 60, "writes before the outage")
         before = links(system)

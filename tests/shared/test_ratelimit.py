@@ -537,16 +537,3 @@ def test_auth_errors_wait_between_half_the_maximum_and_the_maximum() -> None:
     rng = random.Random(5)
     delays = [auth_backoff_seconds(300, rng) for _ in range(200)]
     assert all(150 <= d <= 300 for d in delays)
-
-
-@pytest.mark.parametrize(("backoff_max", "time_limit"), [(300, 300), (60, 30), (1700, 10), (5000, 900)])
-def test_the_longest_countdown_stays_well_under_the_visibility_timeout(backoff_max: float, time_limit: float) -> None:
-    """A countdown longer than the visibility timeout would let Redis hand the waiting retry to a second worker."""
-    settings = Settings(redis_url="redis://127.0.0.1:1/0", retry_backoff_max=backoff_max, task_time_limit=time_limit)
-    rng = random.Random(11)
-    longest = max(
-        max(backoff_seconds(n, 1, backoff_max, 10 * backoff_max, rng) for n in range(40)),
-        max(auth_backoff_seconds(backoff_max, rng) for _ in range(40)),
-        max(throttle_backoff_seconds(n, 1, backoff_max, 10 * backoff_max, rng) for n in range(40)),
-    )
-    assert longest + settings.task_time_limit <= settings.visibility_timeout / 2
