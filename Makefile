@@ -1,17 +1,24 @@
 # One Makefile for people and CI. `make demo` and `make test` set everything up on a fresh machine
-# (Python 3.11+, make, a C compiler): a virtualenv in .venv with the project installed from pyproject.toml.
+# (Python 3.11+, make, a C compiler): a virtualenv in .venv with every dependency installed from the hashed lock
+# requirements/dev.lock, then the project itself from pyproject.toml (requirements/README.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCKS := requirements/dev.lock requirements/runtime.lock requirements/image.lock
+# pip-compile's own version is pinned so that `make lock` writes the same file on every machine.
+LOCK_TOOLS := $(VENV)/lock-tools
+PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: install demo test lint typecheck pytest bench soak clean
+.PHONY: install demo test lint typecheck pytest bench soak lock lock-check refresh-wave-schema clean
 
-$(STAMP): pyproject.toml
+# The build backend (setuptools) is in the lock too, so the project is built without build isolation: nothing is
+# installed that the lock does not name and hash.
+$(STAMP): pyproject.toml $(LOCKS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -19,7 +26,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/wavesync demo
 
-test: lint typecheck pytest
+test: lint typecheck lock-check pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -28,14 +35,35 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Most integration tests wait on real processes and sockets, not the CPU: three pytest workers on two cores finish
+# the suite in about half the time of one, each with its own Redis, sandboxes and PostgreSQL.
+TEST_WORKERS ?= 3
+
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
 	$(BIN)/pytest tests/soak -m soak -s -p no:cacheprovider
+
+# Rewrite the locks from pyproject.toml with pip-compile (needs the package index); pins that still fit are kept.
+# `make lock UPGRADE=1` moves every pin to the newest version pyproject allows.
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet "$(PIP_TOOLS)"
+	$(LOCK_TOOLS)/bin/python scripts/lock.py lock --pip-compile $(LOCK_TOOLS)/bin/pip-compile $(if $(UPGRADE),--upgrade)
+
+# Offline: every pyproject requirement is pinned and hashed in its lock, and the locks were written for this
+# pyproject's dependency lists (tests/test_lock.py checks the same).
+lock-check: $(STAMP)
+	$(BIN)/python scripts/lock.py check
+
+# Fetch the vendored Wave reference dumps (sandboxes/wave/reference/) again from their public sources and rewrite
+# SOURCE.md there; FROM=<dir> reads the two files from a folder instead of the network.
+refresh-wave-schema: $(STAMP)
+	$(BIN)/python scripts/refresh_wave_schema.py $(if $(FROM),--from $(FROM))
 
 clean:
 	rm -rf $(VENV) .wavesync .mypy_cache .ruff_cache .pytest_cache

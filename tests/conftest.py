@@ -19,7 +19,6 @@ from sandboxes.postgres import postgres_cluster
 from wavesync.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_REFERENCE = REPO.parent / "shared"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Maintenance scripts behind make targets (dependency locks, the vendored Wave schema); tests import their checks."""
