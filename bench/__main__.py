@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import proc, report
+from bench import console, proc, report
 from bench.data import Sizes
-from bench.scenarios import Options, latency_run, main_run, pools_run
+from bench.scenarios import NO_IN_FLIGHT_CAP, Options, backfill_on_fresh_stack, latency_run, main_run, pools_run
 from bench.stack import WorkerSpec
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("ceiling", "backfill", "efficiency", "steady", "memory", "latency", "pools")
+SCENARIOS = ("ceiling", "backfill", "efficiency", "steady", "memory", "latency", "pools", "console", "history")
 MAIN_SCENARIOS = frozenset(SCENARIOS[:5])
 
 
@@ -63,6 +63,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Worker configs to compare, e.g. 'threads:8,prefork:2,gevent:32' (default: a standard set).",
     )
     parser.add_argument("--postgres", action="store_true", help="Link store on a throwaway PostgreSQL cluster.")
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="Only the console scenario: page times over 100,000 links, 1M history rows, 10,000 dead letters.",
+    )
+    parser.add_argument(
+        "--console-scale", type=float, default=None, help="Share of that volume (default 1; --quick 0.05)."
+    )
+    parser.add_argument("--console-requests", type=int, default=15, help="Requests per console page (default 15).")
     parser.add_argument("--out", type=Path, default=HERE / "results.json", help="Where to write the JSON results.")
     parser.add_argument("--no-readme", action="store_true", help="Do not update the table in bench/README.md.")
     parser.add_argument("--keep", action="store_true", help="Keep each stack's directory (logs, link store).")
@@ -120,6 +129,20 @@ def options(args: argparse.Namespace) -> Options:
     )
 
 
+def history_cost(opts: Options) -> dict[str, Any]:
+    """Worker CPU per record with and without the history, on a quarter of the main run's records."""
+    sizes = opts.sizes.scaled(0.25)
+
+    def backfill(enabled: bool) -> dict[str, Any]:
+        name = "history-on" if enabled else "history-off"
+        settings = {**NO_IN_FLIGHT_CAP, "history_enabled": enabled}
+        return backfill_on_fresh_stack(opts, sizes, opts.worker, name, faults={}, **settings)
+
+    result = console.history_cost_run(backfill, opts.log)
+    result["sizes"] = sizes.as_dict()
+    return result
+
+
 def guarded(results: dict[str, Any], name: str, scenario: Callable[[], dict[str, Any]], out: Path) -> None:
     """Run one scenario; on failure keep its partial results plus the error, and go on with the next one."""
     try:
@@ -146,6 +169,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.report is not None:
         return rerender(args.report, readme=not args.no_readme)
+    if args.console:
+        args.scenarios = "console"
     opts = options(args)
     started = time.monotonic()
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -180,6 +205,21 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         if "pools" in opts.scenarios:
             opts.log("pools run")
             guarded(results, "pools", lambda: pools_run(opts), args.out)
+        if "console" in opts.scenarios:
+            opts.log("console run")
+            scale = args.console_scale if args.console_scale is not None else (0.05 if args.quick else 1.0)
+            volume = console.Volume().scaled(scale)
+            requests = args.console_requests
+
+            def console_scenario() -> dict[str, Any]:
+                return console.console_run(
+                    postgres=opts.postgres, volume=volume, requests=requests, workdir=opts.workdir, log=opts.log
+                )
+
+            guarded(results, "console", console_scenario, args.out)
+        if "history" in opts.scenarios:
+            opts.log("history cost run")
+            guarded(results, "history_cost", lambda: history_cost(opts), args.out)
     results["seconds"] = round(time.monotonic() - started, 1)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["targets"] = report.targets(results)

@@ -74,6 +74,9 @@ class Poller:
             if not acquired:
                 self.stats.skipped = "another run of this poller is in progress"
                 return self.stats
+            if self.system == "wave" and (paused := ctx.wave.auth.paused()):
+                self.stats.skipped = paused  # nothing can be read until a person reconnects
+                return self.stats
             if self.system == "customerp" and not self._wave_indexed():
                 # Onboarding: match Customerp records against every pre-existing Wave record, never duplicate.
                 self.stats.skipped = "waiting for the first Wave poll of this entity"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import keys
+from shared import history, keys
 from shared.celery_app import app
 from shared.context import Context, get_context
 from shared.errors import NotFoundError, SyncError
@@ -103,7 +103,9 @@ class Reconciler:
         with self.ctx.coordinator.try_lock(keys.reconcile_lock_key(), ttl=3600) as acquired:
             if not acquired:
                 raise SyncError("another reconcile is running", system="sync")
-            return [self._entity(entity) for entity in entities]
+            reports = [self._entity(entity) for entity in entities]
+        history.save_reconcile_report(self.ctx.redis, [r.as_dict() for r in reports], repair=self.repair)
+        return reports
 
     def _entity(self, entity: Entity) -> EntityReport:
         ctx, flow = self.ctx, FLOWS[entity]
@@ -114,7 +116,9 @@ class Reconciler:
         wave = _all_wave(ctx, entity)
         with ctx.db.session() as session:
             links = list(store.all_links(session, entity))
-            entries = list(session.query(DeadLetter).filter(DeadLetter.entity == entity))
+            entries = list(
+                session.query(DeadLetter).filter(DeadLetter.entity == entity, DeadLetter.resolved_at.is_(None))
+            )
             dead = {(d.source, d.source_id) for d in entries}
             dead_deletions = {(d.source, d.source_id) for d in entries if (d.message or {}).get("deleted")}
         report.customerp_records, report.wave_records, report.links = len(cp), len(wave), len(links)
@@ -246,10 +250,12 @@ class Reconciler:
         messages += [
             ChangeMessage(entity=entity, source="wave", source_id=i, reread=True) for i in report.missing_in_customerp
         ]
-        for message in messages:
-            if message.source_id:
-                app.send_task(keys.SYNC_TASK[entity], args=[message.to_json()], queue=entity)
-                report.repaired += 1
+        sent = [m for m in messages if m.source_id]
+        with self.ctx.db.session() as session:  # recorded before they are sent: a fast worker's rows come after
+            history.record_many(session, (history.about(settings, "repair", m, reason=_why(m)) for m in sent))
+        for message in sent:
+            app.send_task(keys.SYNC_TASK[entity], args=[message.to_json()], queue=entity)
+            report.repaired += 1
 
     def _verified_delete(self, entity: Entity, gone_in: System, survivor_id: str) -> ChangeMessage | None:
         """The survivor's partner vanished from a full listing; confirm by lookup before deleting anything."""
@@ -266,6 +272,10 @@ class Reconciler:
             return ChangeMessage(entity=entity, source=gone_in, source_id=gone_id, deleted=True)
         # Still there (a listing glitch): resync instead of deleting.
         return ChangeMessage(entity=entity, source=gone_in, source_id=gone_id, reread=True)
+
+
+def _why(message: ChangeMessage) -> str:
+    return "reconcile: the partner is gone, deleting" if message.deleted else "reconcile: drift or missing partner"
 
 
 @app.task(name=keys.RECONCILE_TASK, ignore_result=True)

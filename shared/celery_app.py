@@ -21,6 +21,7 @@ TASK_MODULES = [
     "workers.products",
     "workers.orders",
     "workers.deadletters",
+    "workers.history",
     "producers.pollers",
     "producers.reconcile",
     "workers.noop",
@@ -65,6 +66,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "schedule": timedelta(seconds=settings.reconcile_interval),
         "options": {"queue": keys.CONTROL_QUEUE, "expires": settings.reconcile_interval},
     }
+    schedule["prune-history"] = {
+        "task": keys.PRUNE_HISTORY_TASK,
+        "schedule": timedelta(seconds=settings.history_prune_interval),
+        "options": {"queue": keys.CONTROL_QUEUE, "expires": settings.history_prune_interval},
+    }
     return {
         "broker_url": broker_url(settings),
         "broker_connection_retry_on_startup": True,
@@ -97,6 +103,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             keys.POLL_TASK: {"queue": keys.CONTROL_QUEUE},
             keys.RECONCILE_TASK: {"queue": keys.CONTROL_QUEUE},
             keys.REPLAY_TASK: {"queue": keys.CONTROL_QUEUE},
+            keys.PRUNE_HISTORY_TASK: {"queue": keys.CONTROL_QUEUE},
         },
         "beat_schedule": schedule,
         "beat_max_loop_interval": 5,

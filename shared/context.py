@@ -16,6 +16,7 @@ from shared.customerp.client import CustomerpClient
 from shared.ratelimit import FleetRateLimiter, RateLimitedTransport
 from shared.settings import Settings
 from shared.store.db import Database
+from shared.wave.auth import token_source
 from shared.wave.client import WaveClient
 
 
@@ -49,6 +50,7 @@ class Context:
             httpx.HTTPTransport(verify=settings.verify_tls, limits=httpx.Limits(max_connections=limits)),
             FleetRateLimiter.from_settings(client, settings, "wave"),
         )
+        db = Database(settings.database_url)
         return cls(
             settings=settings,
             customerp=CustomerpClient(
@@ -60,7 +62,7 @@ class Context:
             ),
             wave=WaveClient(
                 str(settings.wave_url),
-                settings.wave_token.get_secret_value(),
+                token_source(settings, db, client),
                 settings.wave_business_id,
                 timeout=settings.http_timeout,
                 transport=wave_transport,
@@ -68,7 +70,7 @@ class Context:
                 on_call=metrics.api_call_observer("wave"),
                 on_throttled=wave_transport.limiter.cool_down,
             ),
-            db=Database(settings.database_url),
+            db=db,
             redis=client,
             coordinator=Coordinator(client),
         )

@@ -1,22 +1,25 @@
 """The dead-letter queues, one per entity, kept in the database (durable across Redis restarts and crashes).
 
-Replay re-enqueues a fresh "re-read this record" message through the normal queue; the entry stays until the
-record syncs (the worker deletes it then), and a replay that fails again bumps its attempt count. Replaying
-twice is harmless: the second message finds the record in sync.
+Replay re-enqueues a fresh "re-read this record" message through the normal queue; the entry stays open until
+the record syncs (the worker then marks it resolved: it stays visible, with when and how), and a replay that fails
+again bumps its attempt count. Replaying twice is harmless: the second message finds the record in sync. Listing,
+counting and replay see open entries unless asked otherwise; purge deletes.
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from shared import keys
+from shared import history, keys
 from shared.messages import ChangeMessage
+from shared.settings import Settings
 from shared.store.db import Database
 from shared.store.models import DeadLetter, utcnow
 
@@ -28,8 +31,19 @@ class Filter:
     entity: str | None = None
     reason: str | None = None  # case-insensitive substring of the reason or error class
     ids: tuple[int, ...] = ()
+    status: Literal["open", "resolved", "all"] = "open"
+    error_class: str | None = None  # exact
+    since: datetime | None = None  # last failure at or after
 
     def apply(self, query: Any) -> Any:
+        if self.status == "open":
+            query = query.where(DeadLetter.resolved_at.is_(None))
+        elif self.status == "resolved":
+            query = query.where(DeadLetter.resolved_at.is_not(None))
+        if self.error_class:
+            query = query.where(DeadLetter.error_class == self.error_class)
+        if self.since is not None:
+            query = query.where(DeadLetter.last_failed_at >= self.since)
         if self.entity:
             query = query.where(DeadLetter.entity == self.entity)
         if self.reason:
@@ -57,6 +71,8 @@ def entry_json(entry: DeadLetter) -> dict[str, Any]:
         "first_failed_at": _iso(entry.first_failed_at),
         "last_failed_at": _iso(entry.last_failed_at),
         "replayed_at": _iso(entry.replayed_at),
+        "resolved_at": _iso(entry.resolved_at),
+        "resolution": entry.resolution,
         "message": entry.message,
     }
 
@@ -84,12 +100,23 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class DeadLetters:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, settings: Settings | None = None) -> None:
         self.db = db
+        # Replay and purge are recorded in the history when settings are given (the console, the CLI, the task).
+        self.settings = settings
 
     def list(self, where: Filter) -> list[dict[str, Any]]:
         with self.db.session() as session:
             rows = session.scalars(where.apply(select(DeadLetter)).order_by(DeadLetter.id)).all()
+            return [entry_json(r) for r in rows]
+
+    def page(self, where: Filter, *, before_id: int | None = None, limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """Newest first, `limit` at a time (keyset: pass the smallest id of the previous page)."""
+        with self.db.session() as session:
+            query = where.apply(select(DeadLetter))
+            if before_id is not None:
+                query = query.where(DeadLetter.id < before_id)
+            rows = session.scalars(query.order_by(DeadLetter.id.desc()).limit(limit)).all()
             return [entry_json(r) for r in rows]
 
     def get(self, entry_id: int) -> dict[str, Any] | None:
@@ -98,11 +125,11 @@ class DeadLetters:
             return entry_json(entry) if entry else None
 
     def counts(self, session: Session) -> dict[str, dict[str, int]]:
-        """Dead letters per entity and error class (for `status`)."""
+        """Open dead letters per entity and error class (for `status`)."""
         rows = session.execute(
-            select(DeadLetter.entity, DeadLetter.error_class, func.count()).group_by(
-                DeadLetter.entity, DeadLetter.error_class
-            )
+            select(DeadLetter.entity, DeadLetter.error_class, func.count())
+            .where(DeadLetter.resolved_at.is_(None))
+            .group_by(DeadLetter.entity, DeadLetter.error_class)
         ).all()
         out: dict[str, dict[str, int]] = {}
         for entity, error_class, count in rows:
@@ -125,8 +152,10 @@ class DeadLetters:
             chunk = ids[start : start + batch]
             with self.db.session() as session:
                 rows = session.scalars(select(DeadLetter).where(DeadLetter.id.in_(chunk)).order_by(DeadLetter.id))
-                messages = [replay_message(row) for row in rows]
+                entries = list(rows)
+                messages = [replay_message(row) for row in entries]
                 session.execute(update(DeadLetter).where(DeadLetter.id.in_(chunk)).values(replayed_at=utcnow()))
+                self._record(session, "replayed", entries)
             for message in messages:
                 send(keys.SYNC_TASK[message.entity], message.to_json(), message.entity)
             sent += len(messages)
@@ -137,6 +166,28 @@ class DeadLetters:
     def purge(self, where: Filter) -> int:
         with self.db.session() as session:
             ids = session.scalars(where.apply(select(DeadLetter.id))).all()
-            if ids:
-                session.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                self._record(session, "purged", session.scalars(select(DeadLetter).where(DeadLetter.id.in_(chunk))))
+                session.execute(delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
             return len(ids)
+
+    def _record(self, session: Session, kind: str, entries: Any) -> None:
+        if self.settings is None:
+            return
+        settings = self.settings
+        history.record_many(
+            session,
+            (
+                history.decision(
+                    settings,
+                    kind,
+                    entry.entity,
+                    entry.source,
+                    entry.source_id,
+                    reason=f"{entry.error_class}: {entry.reason}"[:500],
+                    known={"customerp": entry.customerp_id, "wave": entry.wave_id},
+                )
+                for entry in entries
+            ),
+        )

@@ -20,6 +20,7 @@ SYNC_TASK = {entity: f"wavesync.sync.{entity}" for entity in ENTITIES}
 POLL_TASK = "wavesync.poll"
 RECONCILE_TASK = "wavesync.reconcile"
 REPLAY_TASK = "wavesync.dlq.replay"
+PRUNE_HISTORY_TASK = "wavesync.history.prune"
 NOOP_TASK = "wavesync.noop"
 
 
@@ -93,3 +94,14 @@ def in_flight_key(system: str) -> str:
 def in_flight_wakeup_key(system: str) -> str:
     """List a released lease pushes to: callers waiting for a slot of that system block on it (BLPOP)."""
     return f"{PREFIX}:inflight:{system}:wakeup"
+
+
+def credential_refresh_lock_key(system: str) -> str:
+    """Held while one process refreshes a connection's OAuth tokens: the refresh token rotates, so two refreshes
+    with the same one would spend it twice and disconnect the sync. Waiters then read the new pair from the store."""
+    return f"{PREFIX}:lock:refresh:{system}"
+
+
+def last_reconcile_key() -> str:
+    """JSON of the last reconcile's report (when, check or repair, per entity), for the console."""
+    return f"{PREFIX}:reconcile:last"

@@ -11,6 +11,7 @@ import json
 import logging
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import redis
@@ -21,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared import keys
 from shared.deadletters import DeadLetters
+from shared.store.credentials import STATES, all_states
 from shared.store.db import Database
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         yield from self._queues()
         yield from self._dead_letters()
+        yield from self._connections()
 
     def _queues(self) -> Iterable[Metric]:
         if self.redis_url is None:
@@ -134,6 +137,30 @@ class StateCollector(Collector):
             for error_class, count in sorted(by_error.items()):
                 gauge.add_metric([entity, error_class], count)
         yield gauge
+
+    def _connections(self) -> Iterable[Metric]:
+        try:
+            with self.db.session() as session:
+                found = all_states(session)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: cannot read connection states: %s", exc)
+            return
+        state = GaugeMetricFamily(
+            "wavesync_connection_state",
+            "1 for the state an OAuth connection is in (needs_reauthorization: work that needs it is paused)",
+            labels=["system", "state"],
+        )
+        since = GaugeMetricFamily(
+            "wavesync_connection_state_since_timestamp_seconds",
+            "When the connection entered its current state (Unix time)",
+            labels=["system"],
+        )
+        for connection in found:
+            for name in STATES:
+                state.add_metric([connection["system"], name], 1.0 if connection["state"] == name else 0.0)
+            since.add_metric([connection["system"]], datetime.fromisoformat(connection["since"]).timestamp())
+        yield state
+        yield since
 
 
 def serve(port: int, host: str, settings: Settings | None = None) -> None:

@@ -20,6 +20,15 @@ ENTITIES: tuple[Entity, ...] = ("customers", "products", "orders")
 SANDBOX_WAVE_TOKEN = "sandbox-wave-token"  # noqa: S105 - the sandbox's published demo credential
 SANDBOX_CUSTOMERP_KEY = "sandbox-customerp-key"
 SANDBOX_BUSINESS_ID = "QnVzaW5lc3M6MWRhMmExNzctNzg2OC00NmMxLTgzMzktM2M4NjdlZDJlZGQ5"  # Business:1da2a177-…
+# Wave's documented OAuth endpoints are `<this>authorize/` and `<this>token/` (reference notes §1).
+WAVE_OAUTH_URL = "https://api.waveapps.com/oauth2/"
+# What the flows read and write (notes §1, §15; write does not imply read): the business and its accounts (income
+# account of new products), customers, products, invoices (approve and mark sent are writes, not `invoice:send`),
+# and `user:read` so `wavesync connect wave` can say who connected.
+WAVE_SCOPES = (
+    "business:read account:read customer:read customer:write product:read product:write "
+    "invoice:read invoice:write user:read"
+)
 
 
 class ConflictPolicy(StrEnum):
@@ -57,6 +66,18 @@ class Settings(BaseSettings):
     wave_currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="The Wave business's currency.")
     wave_income_account_id: str | None = Field(
         None, description="Income account for products created in Wave (unset = the first income account)."
+    )
+    # OAuth2 (docs/connecting.md): `token` sends WAVESYNC_WAVE_TOKEN as it is (a full-access token); `oauth` sends
+    # the access token `wavesync connect wave` stored, encrypted, in the link store, and refreshes it.
+    wave_auth: Literal["token", "oauth"] = Field("token", description="Wave credential: `token` or `oauth`.")
+    wave_client_id: str = Field("", description="Wave OAuth application client id (auth=oauth).")
+    wave_client_secret: SecretStr = Field(SecretStr(""), description="Wave OAuth client secret (auth=oauth).")
+    wave_oauth_url: AnyHttpUrl = Field(
+        AnyHttpUrl(WAVE_OAUTH_URL), description="Base of Wave's `authorize/` and `token/` endpoints."
+    )
+    wave_scopes: str = Field(WAVE_SCOPES, min_length=1, description="OAuth scopes asked for (space-separated).")
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="Fernet key(s), comma-separated, newest first: encrypt stored tokens."
     )
 
     # --- HTTP ---
@@ -107,7 +128,7 @@ class Settings(BaseSettings):
     customerp_rate_per_second: PositiveSeconds = Field(50.0, description="Fleet-wide Customerp request rate.")
     customerp_burst: int = Field(50, ge=1, description="Fleet-wide Customerp burst size.")
     # Wave publishes no limits; the clients in the wild that our reference notes cite allow "roughly two concurrent
-    # requests" per token (../shared/reference/wave/wave-api-notes.md §3). Customerp is our own API with no
+    # requests" per token (the team's Wave API notes, §3). Customerp is our own API with no
     # documented concurrency cap, so it has none unless a deployment's ERP needs one.
     wave_max_in_flight: int = Field(2, ge=0, description="Fleet-wide Wave calls in flight at once (0 = no cap).")
     customerp_max_in_flight: int = Field(
@@ -122,6 +143,23 @@ class Settings(BaseSettings):
     sandbox_host: str = Field("127.0.0.1", description="Interface `wavesync sandbox` binds.")
     sandbox_customerp_port: int = Field(8701, ge=0, le=65535, description="Port of the Customerp sandbox.")
     sandbox_wave_port: int = Field(8702, ge=0, le=65535, description="Port of the Wave sandbox.")
+
+    # --- History and console ---
+    history_enabled: bool = Field(True, description="Record every sync decision in the history table.")
+    history_retention_days: float = Field(90.0, ge=0, description="History older than this is pruned (0 = keep).")
+    history_max_rows: int = Field(1_000_000, ge=0, description="History keeps at most this many rows (0 = no bound).")
+    history_prune_interval: PositiveSeconds = Field(3600.0, description="Seconds between history prunes.")
+    console_host: str = Field("127.0.0.1", description="Interface `wavesync console` binds.")
+    console_port: int = Field(8700, ge=0, le=65535, description="Port of the console (0 = `up` starts none).")
+    console_user: str = Field("operator", min_length=1, description="Console login of the operator (may act).")
+    console_password: SecretStr | None = Field(None, description="Console operator password (unset = no console).")
+    console_readonly_user: str = Field("viewer", min_length=1, description="Console login that can only look.")
+    console_readonly_password: SecretStr | None = Field(None, description="Read-only password (unset = no viewer).")
+    console_session_key: SecretStr | None = Field(
+        None, description="Signs console sessions (unset = random per start: sessions end at a restart)."
+    )
+    console_tls_cert: Path | None = Field(None, description="TLS certificate of the console (PEM).")
+    console_tls_key: Path | None = Field(None, description="TLS private key of the console (PEM).")
 
     @model_validator(mode="before")
     @classmethod
@@ -141,9 +179,36 @@ class Settings(BaseSettings):
     def _real_systems_need_real_credentials(self) -> Settings:
         # The sandbox credentials are published; pointing at a real system without its own secret is a mistake.
         for url, secret in (("customerp_url", "customerp_api_key"), ("wave_url", "wave_token")):
+            if url == "wave_url" and self.wave_auth == "oauth":
+                continue  # the token comes from `wavesync connect wave`
             if url in self.model_fields_set and secret not in self.model_fields_set:
                 raise ValueError(f"WAVESYNC_{secret.upper()} is required when WAVESYNC_{url.upper()} is set")
         return self
+
+    @model_validator(mode="after")
+    def _oauth_needs_its_settings(self) -> Settings:
+        if self.wave_auth != "oauth":
+            return self
+        for name in ("wave_client_id", "wave_client_secret", "secret_key"):
+            value = getattr(self, name)
+            if not (value.get_secret_value() if isinstance(value, SecretStr) else value):
+                hint = " (generate one: see docs/connecting.md)" if name == "secret_key" else ""
+                raise ValueError(f"WAVESYNC_{name.upper()} is required when WAVESYNC_WAVE_AUTH=oauth{hint}")
+        from cryptography.fernet import Fernet
+
+        for number, key in enumerate(self.secret_keys(), start=1):
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(
+                    f"WAVESYNC_SECRET_KEY key #{number} is not a Fernet key (32 url-safe base64-encoded bytes; "
+                    "see docs/connecting.md)"
+                ) from None
+        return self
+
+    def secret_keys(self) -> list[str]:
+        """The Fernet keys of WAVESYNC_SECRET_KEY, the one that encrypts first (MultiFernet order)."""
+        return [k.strip() for k in self.secret_key.get_secret_value().split(",") if k.strip()]
 
     @property
     def visibility_timeout(self) -> int:
@@ -157,7 +222,16 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for redaction."""
-        return [s for s in (self.customerp_api_key.get_secret_value(), self.wave_token.get_secret_value()) if s]
+        values = [
+            self.customerp_api_key.get_secret_value(),
+            self.wave_token.get_secret_value(),
+            self.wave_client_secret.get_secret_value(),
+            self.secret_key.get_secret_value(),
+            *self.secret_keys(),
+            *(c.get_secret_value() for c in (self.console_password, self.console_readonly_password) if c),
+            *(c.get_secret_value() for c in (self.console_session_key,) if c),
+        ]
+        return [s for s in values if s]
 
 
 class SettingsError(SystemExit):

@@ -197,7 +197,8 @@ def _dead_letters() -> Any:
     from shared.deadletters import DeadLetters
     from shared.store.db import Database
 
-    return DeadLetters(Database(_settings().database_url))
+    settings = _settings()
+    return DeadLetters(Database(settings.database_url), settings)
 
 
 @dlq_cli.command("list")
@@ -263,6 +264,134 @@ def dlq_purge(
     with _link_store():
         count = _dead_letters().purge(_filter(entity, reason, (entry_id,) if entry_id is not None else ()))
     _echo_json({"purged": count}) if as_json else typer.echo(f"{count} dead letter(s) purged")
+
+
+# --- wavesync doctor (logic in wavesync/doctor.py and wavesync/conformance.py) ---------------------------------
+doctor_cli = typer.Typer(help="Preflight checks of the configured systems (read-only unless asked).")
+cli.add_typer(doctor_cli, name="doctor")
+
+
+@doctor_cli.callback(invoke_without_command=True)
+def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Check Redis, the link store, Wave, Customerp and the settings: ✓ or ✗ with the fix; exit 1 on any ✗.
+
+    `wavesync doctor customerp --conformance` checks an ERP against the Customerp contract.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from wavesync.doctor import dumps, exit_code, render, run_doctor
+
+    checks = run_doctor(_settings())
+    typer.echo(dumps(checks) if as_json else render(checks))
+    raise typer.Exit(exit_code(checks))
+
+
+@doctor_cli.command("customerp")
+def doctor_customerp(
+    conformance: Annotated[
+        bool, typer.Option("--conformance", help="Run the contract kit against WAVESYNC_CUSTOMERP_URL.")
+    ] = False,
+    write_checks: Annotated[
+        bool,
+        typer.Option("--write-checks", help="Also check writes, on scratch records named wavesync-conformance-*."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check Customerp only; with --conformance, the contract kit for ERP implementers (exit 1 on any ✗)."""
+    from wavesync.doctor import dumps, exit_code, redact, render, utc_now
+
+    settings = _settings()
+    if write_checks and not conformance:
+        raise typer.BadParameter("--write-checks needs --conformance")
+    if conformance:
+        from wavesync.conformance import run_conformance
+
+        checks = run_conformance(settings, write_checks=write_checks)
+    else:
+        from wavesync.doctor import check_customerp
+
+        checks = check_customerp(settings, utc_now, None)
+    checks = redact(checks, settings.secrets())
+    typer.echo(dumps(checks) if as_json else render(checks))
+    raise typer.Exit(exit_code(checks))
+
+
+@cli.command()
+def connect(
+    system: Annotated[str, typer.Argument(help="The system to authorize: wave.")],
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the authorize address in a browser.")] = False,
+    code: Annotated[str | None, typer.Option(help="The code from Wave's redirect, pasted.")] = None,
+    state: Annotated[str | None, typer.Option(help="The state from Wave's redirect, pasted with --code.")] = None,
+    port: Annotated[int, typer.Option(help="Loopback port of the redirect (registered with Wave).")] = 8765,
+    listen: Annotated[bool, typer.Option(help="Wait for the redirect; --no-listen only prints the address.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the redirect.")] = 300.0,
+    rekey: Annotated[bool, typer.Option("--rekey", help="Only re-encrypt stored tokens with the first key.")] = False,
+) -> None:
+    """Authorize wavesync at Wave with OAuth2 and store the tokens (encrypted); resumes a paused sync.
+
+    See docs/connecting.md.
+    """
+    from wavesync import connect as connecting
+
+    if system != "wave":
+        raise typer.BadParameter("only `wave` can be connected (Customerp takes an API key)")
+    settings = _settings()
+    try:
+        with _link_store():
+            if rekey:
+                connecting.rekey(settings, typer.echo)
+            else:
+                connecting.connect_wave(
+                    settings,
+                    code=code,
+                    state=state,
+                    open_browser=open_browser,
+                    listen=listen,
+                    port=port,
+                    timeout=timeout,
+                    echo=typer.echo,
+                )
+    except connecting.ConnectError as exc:
+        typer.echo(f"wavesync: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def console() -> None:
+    """Serve the operator console (a web page) on WAVESYNC_CONSOLE_HOST:PORT.
+
+    Needs WAVESYNC_CONSOLE_PASSWORD (the operator's); WAVESYNC_CONSOLE_READONLY_PASSWORD adds a read-only login.
+    """
+    settings = _settings()
+    if settings.console_password is None or not settings.console_password.get_secret_value():
+        typer.echo("wavesync: set WAVESYNC_CONSOLE_PASSWORD (the operator's login) to serve the console", err=True)
+        raise typer.Exit(2)
+    from shared import logs
+    from wavesync.console.app import serve
+
+    logs.configure(settings.log_level, settings.log_format, settings.secrets())
+    with _link_store():
+        serve(settings)
+
+
+@cli.command("history")
+def history_command(
+    entity: Annotated[str, typer.Argument(help=f"One of {', '.join(ENTITIES)}.")],
+    record: Annotated[str, typer.Argument(help="Either system's id, an email, an order or invoice number, a name.")],
+    limit: Annotated[int, typer.Option(help="Decisions per record, newest first.")] = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Every sync decision about one record, newest first."""
+    if entity not in ENTITIES:
+        raise typer.BadParameter(f"ENTITY must be one of {', '.join(ENTITIES)}")
+    from wavesync.audit import record_history, render_history
+
+    with _link_store():
+        found = record_history(_settings().database_url, entity, record, limit=limit)
+    if not found:
+        typer.echo(f"no {entity} record matches {record!r}", err=True)
+        raise typer.Exit(1)
+    _echo_json(found) if as_json else typer.echo(render_history(found))
 
 
 def main(argv: list[str] | None = None) -> None:

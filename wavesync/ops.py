@@ -15,6 +15,7 @@ from shared.deadletters import DeadLetters
 from shared.metrics import queue_depths as queue_depths  # re-exported: the demo watches the queues too
 from shared.ratelimit import FleetRateLimiter
 from shared.settings import ENTITIES, Settings
+from shared.store import credentials
 from shared.store import links as store
 from shared.store.db import Database
 
@@ -95,6 +96,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             for m in store.all_watermarks(session)
             if m.system in ("customerp", "wave")
         ]
+        report["connections"] = wave_connection(settings, session)
     oldest: dict[str, str | None] = {}
     if settings.redis_url is None:
         report["queues"] = None
@@ -140,6 +142,33 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "sync_lag_s": lag,
         }
     return report
+
+
+def wave_connection(settings: Settings, session: Any) -> list[dict[str, Any]]:
+    """How wavesync authenticates at Wave and whether a person is needed (never a token, only state)."""
+    if settings.wave_auth == "token":
+        return [{"system": "wave", "auth": "token", "state": "static_token", "since": None, "reason": ""}]
+    found = [c for c in credentials.all_states(session) if c["system"] == "wave"]
+    if not found:
+        reason = "never connected: run `wavesync connect wave`"
+        return [{"system": "wave", "auth": "oauth", "state": "not_connected", "since": None, "reason": reason}]
+    entry = {"auth": "oauth", **found[0]}
+    try:
+        credentials.read(Database(settings.database_url), credentials.Cipher(settings.secret_keys()), "wave")
+    except credentials.CredentialKeyError as exc:
+        entry["state"], entry["reason"] = "key_mismatch", str(exc)
+    return [entry]
+
+
+def _describe_connection(c: dict[str, Any]) -> str:
+    text = f"{c['system']} ({c['auth']}): {c['state'].replace('_', ' ')}"
+    if c.get("since") and c["state"] != "connected":
+        text += f" since {c['since'][:19].replace('T', ' ')} UTC"
+    if c.get("reason"):
+        text += f" - {c['reason']}"
+    if c["state"] in ("needs_reauthorization", "not_connected"):
+        text += "; work that needs Wave is paused until `wavesync connect wave`"
+    return text
 
 
 def _seconds(value: float | None) -> str:
@@ -189,6 +218,8 @@ def render_status(report: dict[str, Any]) -> str:
     limits = report.get("rate_limits")
     if limits:
         parts.append("rate limit: " + "; ".join(_describe_limit(system, limit) for system, limit in limits.items()))
+    for connection in report.get("connections") or []:
+        parts.append("connection: " + _describe_connection(connection))
     if report.get("note"):
         parts.append(f"note: {report['note']}")
     return "\n\n".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from sandboxes.customerp.app import create_app as create_customerp_app
 from sandboxes.serve import ServerThread, serve_forever
 from sandboxes.wave.app import create_app as create_wave_app
 from sandboxes.wave.config import WaveSandboxConfig
+from sandboxes.wave.oauth import OAuthSandboxConfig
 from shared import keys
 from shared.settings import Settings
 from shared.store.db import upgrade
@@ -42,9 +44,12 @@ def worker_argv(args: Sequence[str]) -> list[str]:
 
 
 def sandbox_configs(settings: Settings) -> tuple[CustomerpSandboxConfig, WaveSandboxConfig]:
+    oauth = OAuthSandboxConfig()
+    if settings.wave_auth == "oauth":  # the sandbox knows the configured OAuth client, so `connect wave` works
+        oauth = OAuthSandboxConfig(clients=((settings.wave_client_id, settings.wave_client_secret.get_secret_value()),))
     return (
         CustomerpSandboxConfig(api_keys=(settings.customerp_api_key.get_secret_value(),)),
-        WaveSandboxConfig(tokens=frozenset({settings.wave_token.get_secret_value()})),
+        WaveSandboxConfig(tokens=frozenset({settings.wave_token.get_secret_value()}), oauth=oauth),
     )
 
 
@@ -157,12 +162,43 @@ def embedded_environment(settings: Settings, stack: ExitStack, *, seed: bool) ->
         )
         env["WAVESYNC_CUSTOMERP_URL"] = boxes.customerp_url
         env["WAVESYNC_WAVE_URL"] = boxes.wave_url
+        env["WAVESYNC_WAVE_OAUTH_URL"] = f"{boxes.wave.url}/oauth2/"
         env["WAVESYNC_CUSTOMERP_API_KEY"] = settings.customerp_api_key.get_secret_value()
         env["WAVESYNC_WAVE_TOKEN"] = settings.wave_token.get_secret_value()
         print(f"sandboxes: Customerp {boxes.customerp_url}, Wave {boxes.wave_url}")
         if seed:
             boxes.seed({"customers": 20, "products": 10, "orders": 15}, {"customers": 5, "products": 3})
     return env
+
+
+def console_environment(settings: Settings, env: dict[str, str]) -> bool:
+    """Ready `env` for the console child; say where it is. Without a configured operator password one is made for
+    this run and printed once (it is nowhere else: not in logs, not on disk)."""
+    if settings.console_port == 0:
+        return False
+    user = settings.console_user
+    if settings.console_password is None:
+        password = secrets.token_urlsafe(12)
+        env["WAVESYNC_CONSOLE_PASSWORD"] = password
+        login = f"user {user}, password {password} (made for this run: set WAVESYNC_CONSOLE_PASSWORD to choose one)"
+    else:
+        login = f"user {user} and WAVESYNC_CONSOLE_PASSWORD"
+    print(f"console: http://{settings.console_host}:{settings.console_port}/ ({login})")
+    return True
+
+
+def preflight(env: dict[str, str]) -> None:
+    """`wavesync doctor` against what `up` is about to run (its children's environment: embedded Redis, sandboxes),
+    so a first run shows at once what is wrong. Advice, not a gate: the service runs either way."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "wavesync", "doctor"], env=env, capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        print("preflight: `wavesync doctor` did not finish within 120 s; run it yourself")
+        return
+    print("preflight (`wavesync doctor`):")
+    print(result.stdout.rstrip())
 
 
 def run_up(settings: Settings, *, seed: bool) -> int:
@@ -180,6 +216,9 @@ def run_up(settings: Settings, *, seed: bool) -> int:
         fleet = Fleet(env)
         stack.callback(fleet.stop)
         fleet.start(["worker"], ["beat"])
+        if console_environment(settings, env):
+            fleet.start(["console"])
+        preflight(env)
         print("wavesync is running; Ctrl-C stops it")
         while not stopping and fleet.alive():
             time.sleep(0.5)

@@ -7,6 +7,8 @@ Task bodies only sync; this base class turns the error taxonomy of `shared/error
   (the transport has already paused and slowed the whole fleet, see shared/ratelimit.py);
 - MustWaitError (a busy record, another write's outcome still unknown) → retry after the wait with backoff,
   without using up the retry budget: each such wait is bounded where it is raised;
+- PausedError (a connection needs re-authorization: `wavesync connect wave`) → retried every 30-60 s, uncounted and
+  never dead-lettered, said in the log once a minute rather than once per waiting message;
 - AuthError → retried at the longest delay (credentials get fixed and workers restarted; an outage must not
   empty every queue into the dead letters within a minute), then dead-lettered with a hint to replay;
 - PermanentError, NotFoundError, and any unexpected exception (a bug, or data no rule foresaw) → dead letter
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import redis
@@ -24,9 +27,17 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from shared import keys, logs, metrics
+from shared import history, keys, logs, metrics
 from shared.context import Context, get_context
-from shared.errors import AuthError, ErrorInfo, MustWaitError, RateLimitedError, RetryableError, SyncError
+from shared.errors import (
+    AuthError,
+    ErrorInfo,
+    MustWaitError,
+    PausedError,
+    RateLimitedError,
+    RetryableError,
+    SyncError,
+)
 from shared.messages import ChangeMessage, other
 from shared.settings import load_settings
 from shared.store import links as store
@@ -53,6 +64,25 @@ def throttle_backoff_seconds(
     fleet's retries do not all return in the same instant when the cooldown ends."""
     jitter = rng.uniform(0, min(cap, base * (2**throttles)))
     return round(min(cap, (retry_after if retry_after is not None else 1.0) + jitter), 3)
+
+
+# A paused connection (PausedError: it needs `wavesync connect`) is asked again at most this often per message, and
+# said in the log once per this many seconds per process, not once per waiting message.
+PAUSE_MAX_S = 60.0
+_pause_said: dict[str, float] = {}
+
+
+def pause_backoff_seconds(cap: float, rng: random.Random) -> float:
+    """A person is needed: wait between half and all of min(PAUSE_MAX_S, the retry cap)."""
+    ceiling = min(PAUSE_MAX_S, cap)
+    return round(ceiling / 2 + rng.uniform(0, ceiling / 2), 3)
+
+
+def _say_paused(exc: PausedError, secrets: list[str]) -> None:
+    now = time.monotonic()
+    if now - _pause_said.get(exc.system, -PAUSE_MAX_S) >= PAUSE_MAX_S:
+        _pause_said[exc.system] = now
+        log.warning("work that needs %s is paused; messages wait: %s", exc.system, logs.redact(str(exc), secrets))
 
 
 def auth_backoff_seconds(cap: float, rng: random.Random) -> float:
@@ -111,6 +141,8 @@ class SyncTask(Task):  # type: ignore[type-arg]
             raise
         except RateLimitedError as exc:
             return self._retry(message, failures, exc, count=False)
+        except PausedError as exc:
+            return self._retry(message, failures, exc, count=False, paused=True)
         except MustWaitError as exc:
             return self._retry(message, failures, exc, count=False, wait=True)
         except AuthError as exc:
@@ -120,6 +152,7 @@ class SyncTask(Task):  # type: ignore[type-arg]
         except Exception as exc:  # noqa: BLE001 - a bug or unforeseen data must not crash the worker
             self._dead_letter(message, exc)
             return "dead-lettered"
+        history.record_outcome(self.ctx.db, self.ctx.settings, message, outcome)  # a skip, stored by nothing else
         if message.reread:
             # A replay or a reconcile repair that ends without a write still settles the record's dead letter.
             with self.ctx.db.session() as session:
@@ -136,13 +169,16 @@ class SyncTask(Task):  # type: ignore[type-arg]
         count: bool,
         auth: bool = False,
         wait: bool = False,
+        paused: bool = False,
     ) -> str:
         """Raise Celery's Retry with the next countdown; or dead-letter when the budget is spent."""
         settings = self.ctx.settings
         if count and failures >= settings.max_retries:
             self._dead_letter(message, exc, retries_exhausted=True)
             return "dead-lettered"
-        if auth:
+        if paused:
+            countdown = pause_backoff_seconds(settings.retry_backoff_max, self._rng)
+        elif auth:
             countdown = auth_backoff_seconds(settings.retry_backoff_max, self._rng)
         else:
             # Uncounted retries (429s, waits) back off by how often this message already came back uncounted;
@@ -160,14 +196,17 @@ class SyncTask(Task):  # type: ignore[type-arg]
                 # The wait ends at a known time (a dead worker's lock lapses): backing off past it only adds delay.
                 countdown = min(countdown, exc.wait_at_most)
         metrics.RETRIES.labels(message.entity, type(exc).__name__).inc()
-        log.warning(
-            "retrying %s in %.1fs (%s%s): %s",
-            message.key(),
-            countdown,
-            type(exc).__name__,
-            "" if count else ", not counted",
-            logs.redact(str(exc), settings.secrets()),
-        )
+        if isinstance(exc, PausedError):
+            _say_paused(exc, settings.secrets())
+        else:
+            log.warning(
+                "retrying %s in %.1fs (%s%s): %s",
+                message.key(),
+                countdown,
+                type(exc).__name__,
+                "" if count else ", not counted",
+                logs.redact(str(exc), settings.secrets()),
+            )
         raise self.retry(
             args=(message.model_dump(mode="json"),),
             kwargs={"failures": failures + 1 if count else failures},
@@ -202,6 +241,7 @@ class SyncTask(Task):  # type: ignore[type-arg]
                     reason=reason,
                     field_paths=list(info.field_paths),
                 )
+                history.record(session, history.dead_lettered(settings, message, ids, info.error_class, reason))
         except INFRASTRUCTURE_ERRORS as db_exc:
             # The dead-letter store is down: keep the message alive rather than lose it.
             raise self.retry(

@@ -31,4 +31,4 @@ def replay(entity: str | None = None, reason: str | None = None, ids: list[int] 
     """Re-enqueue the matching dead letters (all of them when no filter is given)."""
     ctx = get_context(load_settings)
     where = Filter(entity=entity, reason=reason, ids=tuple(ids or ()))
-    return DeadLetters(ctx.db).replay(where, send_sync, _progress)
+    return DeadLetters(ctx.db, ctx.settings).replay(where, send_sync, _progress)

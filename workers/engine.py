@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from shared import keys
+from shared import history, keys
 from shared.celery_app import app
 from shared.context import Context
 from shared.coordination import CreateIntent
@@ -204,6 +204,8 @@ def holds(record: Canonical, sent: Canonical, identity: tuple[str, ...]) -> bool
 # idempotency keys and no conditional writes: before an interrupted create is looked for and retried, and before
 # a record whose update went unanswered is written again, wait this many HTTP timeouts.
 CREATE_SETTLE_TIMEOUTS = 2.0
+# A record that may be the product of another sync's unfinished create looks again at least this often.
+CREATED_LINK_RECHECK_S = 10.0
 # How long an unfinished create keeps a matching record on its target side from being created back.
 CREATE_IN_FLIGHT_S = 900.0
 # Rounds of merge → write → compare before giving up on a record that keeps changing under us.
@@ -322,7 +324,8 @@ class PairSync:
             return "unchanged"
         src_canonical = flow.canonical(ctx, self.source, src)
         if link and src_canonical == link.snapshot and not self.msg.reread:  # never an unsettled snapshot
-            self._save(link, {self.source: src}, link.snapshot)  # remember the version: later polls skip it
+            echo = history.about(ctx.settings, "echo", self.msg, link=link)
+            self._save(link, {self.source: src}, link.snapshot, decision=echo)  # remember the version: polls skip it
             return "echo"
 
         if link is None:
@@ -444,7 +447,8 @@ class PairSync:
         made = flow.canonical(ctx, target, created)
         provisional = Bases({self.source: sent, target: made}, made).snapshot()
         # Its dead letters are resolved by the save that settles the pair, not this one.
-        link = self._save(None, {self.source: src, target: created}, provisional, resolve=False)
+        made_from = history.created(ctx.settings, self.msg, target, sent)
+        link = self._save(None, {self.source: src, target: created}, provisional, resolve=False, decision=made_from)
         try:
             self._merge_and_write(link, src, src_canonical, created)
         except NotFoundError:
@@ -537,6 +541,9 @@ class PairSync:
                     f"{self.target}:{intent.source_id} created; waiting for that sync to record its link",
                     system="sync",
                     retry_after=1.0,
+                    # That sync records the link within seconds of its create landing: look again at least this
+                    # often rather than backing off for minutes after the pair is already made.
+                    wait_at_most=CREATED_LINK_RECHECK_S,
                 )
 
     def _merge_and_write(self, link: Link | None, src: Record, src_canonical: Canonical, partner: Record) -> Outcome:
@@ -550,6 +557,7 @@ class PairSync:
         records = {self.source: src, self.target: partner}
         canon = {self.source: src_canonical, self.target: flow.canonical(ctx, self.target, partner)}
         bases = self._bases(link, canon)
+        before = dict(canon)  # for the history: what each side held before this sync wrote
         wrote = False
         for _round in range(MERGE_ROUNDS):
             result = three_way_merge(
@@ -593,7 +601,8 @@ class PairSync:
                 wrote = True
                 settled = settled and canon[system] == merged
             if settled:
-                self._save(link, records, merged)
+                decided = history.merged(ctx.settings, self.msg, before, merged, result.conflicts, linked=bool(link))
+                self._save(link, records, merged, decision=decided)
                 if not wrote:
                     return "linked" if link is None else "unchanged"
                 return "updated"
@@ -631,7 +640,8 @@ class PairSync:
         try:
             return flow.update(ctx, system, record, merged, changed, verify=system not in self.fresh)
         except RetryableError as exc:
-            if system == "wave" and not isinstance(exc, RateLimitedError | ConflictError):
+            # A refusal (429, a conflict) or a wait raised before anything was sent (a paused connection) cannot land.
+            if system == "wave" and not isinstance(exc, RateLimitedError | ConflictError | MustWaitError):
                 settle = CREATE_SETTLE_TIMEOUTS * ctx.settings.http_timeout
                 ctx.coordinator.hold_writes(flow.entity, system, record_id, settle)
             raise
@@ -651,11 +661,19 @@ class PairSync:
             if fresh is not None:
                 session.delete(fresh)
             # The pair is gone: so are the reasons either record could not sync.
-            store.resolve_dead_letters(session, flow.entity, {"customerp": link.customerp_id, "wave": link.wave_id})
+            ids = {"customerp": link.customerp_id, "wave": link.wave_id}
+            store.resolve_dead_letters(session, flow.entity, ids, how="deleted")
+            history.record(session, history.deleted(ctx.settings, self.msg, link, partner_existed=bool(partner)))
         return "deleted"
 
     def _save(
-        self, link: Link | None, records: dict[System, Record], snapshot: Canonical, *, resolve: bool = True
+        self,
+        link: Link | None,
+        records: dict[System, Record],
+        snapshot: Canonical,
+        *,
+        resolve: bool = True,
+        decision: history.Decision | None = None,
     ) -> Link:
         """Record the pair and what both sides now hold, in one transaction, after the remote writes."""
         flow, ctx = self.flow, self.ctx
@@ -684,6 +702,7 @@ class PairSync:
                     customerp_version=versions["customerp"],
                     wave_version=versions["wave"],
                 )
+                history.record(session, decision, saved)
                 if resolve:
                     store.resolve_dead_letters(
                         session, flow.entity, {"customerp": ids["customerp"], "wave": ids["wave"]}

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandboxes.customerp.seed import SeedRequest, seed_store
-from sandboxes.customerp.store import LIST_FILTERS, ApiError, Entry, Store
+from sandboxes.customerp.store import LIST_FILTERS, NONCONFORMING, ApiError, Entry, Store
 from sandboxes.customerp.validation import RESOURCES, Problem, Resource
 from sandboxes.faults import FaultConfig, FaultInjector, admin_routes
 
@@ -47,6 +47,13 @@ class CustomerpSandboxConfig:
     read_only_api_keys: tuple[str, ...] = ()  # accepted for reads, 403 on writes
     faults: FaultConfig = field(default_factory=FaultConfig)
     clock: Callable[[], datetime] = _utc_now
+    # Names from store.NONCONFORMING: deliberate contract breaks for the conformance kit's own tests.
+    nonconforming: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = self.nonconforming - NONCONFORMING
+        if unknown:
+            raise ValueError(f"unknown nonconforming switches: {', '.join(sorted(unknown))}")
 
 
 def problem(exc: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -132,7 +139,8 @@ def by_method(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -
 
 def create_app(config: CustomerpSandboxConfig | None = None) -> Starlette:
     config = config or CustomerpSandboxConfig()
-    store = Store(clock=config.clock)
+    store = Store(clock=config.clock, nonconforming=config.nonconforming)
+    broken = config.nonconforming
     injector = FaultInjector(config.faults)
     all_keys = (*config.api_keys, *config.read_only_api_keys)
 
@@ -158,6 +166,24 @@ def create_app(config: CustomerpSandboxConfig | None = None) -> Starlette:
 
         return endpoint
 
+    def reply(entry: Entry, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+        """A record answer of the API, with the switched-on breaks of record answers applied."""
+        body = entry.render()
+        if status == 201 and "create_without_version" in broken:
+            del body["version"]
+        tag = {"ETag": f'"{entry.version}"'}
+        if "no_etag" in broken:
+            tag = {}
+        elif "etag_not_version" in broken:
+            tag = {"ETag": f'"{int(entry.updated_at.timestamp() * 1000)}"'}
+        return JSONResponse(body, status_code=status, headers={**tag, **(headers or {})})
+
+    def feed_item(entry: Entry) -> dict[str, Any]:
+        item = entry.render()
+        if entry.deleted and "bare_tombstones" in broken:
+            del item["version"]
+        return item
+
     def api_routes(resource: Resource) -> list[BaseRoute]:
         base = f"{API_PREFIX}/{resource}"
 
@@ -170,7 +196,9 @@ def create_app(config: CustomerpSandboxConfig | None = None) -> Starlette:
                     since = datetime.fromisoformat(params["updated_since"])
                 except ValueError:
                     since = None
-                if since is None or since.tzinfo is None:
+                if "lenient_query" in broken and (since is None or since.tzinfo is None):
+                    since = None
+                elif since is None or since.tzinfo is None:
                     raise ApiError(
                         400,
                         "invalid_parameter",
@@ -181,7 +209,9 @@ def create_app(config: CustomerpSandboxConfig | None = None) -> Starlette:
             if cursor is not None and not 1 <= len(cursor) <= 500:
                 raise ApiError(400, "invalid_cursor", "The cursor is not one this server issued.")
             page, next_cursor, has_more = store.changes(resource, since=since, cursor=cursor, limit=limit)
-            return JSONResponse({"items": [e.render() for e in page], "next_cursor": next_cursor, "has_more": has_more})
+            return JSONResponse(
+                {"items": [feed_item(e) for e in page], "next_cursor": next_cursor, "has_more": has_more}
+            )
 
         async def list_records(request: Request) -> Response:
             filters = set(LIST_FILTERS[resource])
@@ -196,21 +226,29 @@ def create_app(config: CustomerpSandboxConfig | None = None) -> Starlette:
             )
 
         async def get(request: Request) -> Response:
-            return record_response(store.get(resource, request.path_params["id"]))
+            try:
+                return reply(store.get(resource, request.path_params["id"]))
+            except ApiError as exc:
+                if exc.status == 404 and "not_found_empty_200" in broken:
+                    return Response(status_code=200)
+                raise
 
         async def create(request: Request) -> Response:
             key = request.headers.get("idempotency-key")
             if key is not None and not 1 <= len(key) <= 255:
                 raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.")
+            if "ignores_idempotency_key" in broken:
+                key = None
             entry, replayed = store.create(resource, await json_body(request), idempotency_key=key)
             if replayed:
-                return record_response(entry, 200, {"Idempotent-Replayed": "true"})
-            return record_response(entry, 201, {"Location": f"{base}/{entry.id}"})
+                return reply(entry, 200, {"Idempotent-Replayed": "true"})
+            return reply(entry, 201, {"Location": f"{base}/{entry.id}"})
 
         async def update(request: Request) -> Response:
-            version = if_match(request, required=True)
+            version = None if "no_if_match" in broken else if_match(request, required=True)
             body = await json_body(request)
-            return record_response(store.update(resource, request.path_params["id"], body, if_match=version))
+            entry = store.update(resource, request.path_params["id"], body, if_match=version)
+            return reply(entry)
 
         async def delete(request: Request) -> Response:
             store.delete(resource, request.path_params["id"], if_match=if_match(request, required=False))

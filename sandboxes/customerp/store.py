@@ -121,9 +121,35 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Deliberate contract breaks, each switched on by name, so the conformance kit (wavesync/conformance.py) can be
+# shown to catch them. Never set outside tests.
+NONCONFORMING = frozenset(
+    {
+        "feed_skips_same_timestamp",  # the cursor compares updated_at only: ties at a page boundary are skipped
+        "exclusive_updated_since",  # updated_since is `>` instead of `>=`
+        "no_tombstones",  # deleted records vanish from the feed
+        "ignores_idempotency_key",  # every create makes a new record
+        "no_etag",  # records are served without an ETag
+        "no_if_match",  # PATCH neither needs nor checks If-Match
+        "list_ignores_filters",  # GET /{resource} lists every record whatever the filters
+        "create_without_version",  # a create answers the record without its version
+        "noop_write_bumps_version",  # a PATCH that changes nothing still moves version and updated_at (echo loops)
+        "shallow_patch",  # PATCH replaces nested objects whole instead of merging them (RFC 7396)
+        "bare_tombstones",  # tombstones in the feed lack their version
+        "feed_repeats_last_item",  # the cursor compares with >=: each page starts with the last one's last item
+        "feed_pages_reversed",  # the items of each feed page come newest first
+        "etag_not_version",  # the ETag is the updated_at in milliseconds, not the version
+        "not_found_empty_200",  # an unknown id answers 200 with an empty body
+        "lenient_query",  # a malformed updated_since is ignored instead of refused
+        "accepts_invalid_body",  # a create with invalid values is stored anyway
+    }
+)
+
+
 @dataclass
 class Store:
     clock: Callable[[], datetime]
+    nonconforming: frozenset[str] = frozenset()
     tables: dict[Resource, dict[str, Entry]] = field(default_factory=lambda: {r: {} for r in RESOURCES})
     idempotency: dict[tuple[Resource, str], tuple[str, str]] = field(default_factory=dict)
     _sequence: dict[Resource, int] = field(default_factory=lambda: dict.fromkeys(RESOURCES, 0))
@@ -179,6 +205,8 @@ class Store:
 
     def find(self, resource: Resource, filters: dict[str, str]) -> list[Entry]:
         casefold = LIST_FILTERS[resource]
+        if "list_ignores_filters" in self.nonconforming:
+            filters = {}
         matches = []
         for entry in sorted(self.live(resource), key=lambda e: e.id):
             for name, wanted in filters.items():
@@ -197,13 +225,26 @@ class Store:
     ) -> tuple[list[Entry], str | None, bool]:
         """Records and tombstones after the cursor (or at/after `since`), ordered by (updated_at, id)."""
         entries = sorted(self.tables[resource].values(), key=lambda e: e.feed_key)
+        broken = self.nonconforming
+        if "no_tombstones" in broken:
+            entries = [e for e in entries if not e.deleted]
         if cursor is not None:
             after = decode_cursor(cursor)
-            entries = [e for e in entries if e.feed_key > after]
+            if "feed_skips_same_timestamp" in broken:
+                entries = [e for e in entries if e.updated_at > after[0]]
+            elif "feed_repeats_last_item" in broken:
+                entries = [e for e in entries if e.feed_key >= after]
+            else:
+                entries = [e for e in entries if e.feed_key > after]
         elif since is not None:
-            entries = [e for e in entries if e.updated_at >= since]
+            if "exclusive_updated_since" in broken:
+                entries = [e for e in entries if e.updated_at > since]
+            else:
+                entries = [e for e in entries if e.updated_at >= since]
         page, has_more = entries[:limit], len(entries) > limit
         next_cursor = encode_cursor(page[-1].feed_key) if page else cursor
+        if "feed_pages_reversed" in broken:
+            page.reverse()
         return page, next_cursor, has_more
 
     # -- writes ----------------------------------------------------------------------------------------
@@ -228,7 +269,7 @@ class Store:
                     )
                 return entry, True
         record, errors = check_record(resource, body)
-        if record is None or errors:
+        if record is None or (errors and "accepts_invalid_body" not in self.nonconforming):
             raise invalid(errors)
         self._check_relations(resource, record, None)
         if resource in AUTO_NUMBER and record[AUTO_NUMBER[resource][0]] is None:
@@ -249,10 +290,11 @@ class Store:
         key_errors = check_patch_keys(resource, patch)
         if key_errors:
             raise invalid(key_errors)
-        record, errors = check_record(resource, merge_patch(entry.data, patch))
+        shallow = "shallow_patch" in self.nonconforming and isinstance(patch, dict)
+        record, errors = check_record(resource, {**entry.data, **patch} if shallow else merge_patch(entry.data, patch))
         if record is None or errors:
             raise invalid(errors)
-        if record == entry.data:
+        if record == entry.data and "noop_write_bumps_version" not in self.nonconforming:
             return entry
         if resource == "orders" and entry.data["status"] in LOCKED_STATUSES:
             changed = {k for k in record if record[k] != entry.data[k]} - FIELDS_EDITABLE_WHEN_LOCKED

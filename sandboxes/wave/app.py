@@ -35,6 +35,8 @@ from starlette.routing import Route
 from sandboxes.faults import FaultInjector, admin_routes
 from sandboxes.wave.config import WaveSandboxConfig
 from sandboxes.wave.graphql_api import Renderer, build_executable_schema, enum_descriptions, new_schema
+from sandboxes.wave.oauth import OAuthSandboxConfig, OAuthServer, attach_root_queries
+from sandboxes.wave.oauth import routes as oauth_routes
 from sandboxes.wave.seed import seed_business
 from sandboxes.wave.store import InputErrors, UnknownRecord, WaveStore
 
@@ -103,6 +105,8 @@ class WaveSandbox:
         self.store = WaveStore(config, frozenset(currencies), frozenset(countries))
         self.render = Renderer(self.store, currencies, countries)
         build_executable_schema(self.store, self.schema)
+        self.oauth = OAuthServer(config.oauth, config.clock) if config.oauth is not None else None
+        attach_root_queries(self, (config.oauth or OAuthSandboxConfig()).user)
         self.injector = FaultInjector(config.faults)
         self._parsed: dict[str, DocumentNode] = {}
         self._validated: dict[int, tuple[DocumentNode, list[GraphQLError]]] = {}
@@ -113,7 +117,10 @@ class WaveSandbox:
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and token.strip() in self.config.tokens
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return False
+        return token in self.config.tokens or (self.oauth is not None and self.oauth.accepts(token))
 
     # Clients send the same dozen documents over and over; parsing and validating them was most of the
     # sandbox's CPU (measured by the benchmark), which slowed every test and skewed the benchmark's figures.
@@ -257,6 +264,8 @@ class WaveSandbox:
 
     async def admin_reset(self, _request: Request) -> Response:
         self.store.reset()
+        if self.oauth is not None:
+            self.oauth.reset()
         self.injector.configure(self.config.faults)
         self.injector.reset_counters()
         return JSONResponse({"ok": True})
@@ -298,18 +307,42 @@ class WaveSandbox:
         record_id = request.path_params["id"]
         return await self._admin_call(lambda: self.render.product(*self.store.archive_product(record_id)))
 
+    async def admin_business(self, request: Request) -> Response:
+        """Flags a person changes in Wave's settings: `{"isArchived", "isClassicInvoicing", "businessId"?}`."""
+        body = await self._json(request)
+        flags = {"isArchived": "is_archived", "isClassicInvoicing": "is_classic_invoicing"}
+        if any(not isinstance(body[key], bool) for key in flags if key in body):
+            return JSONResponse({"error": "isArchived and isClassicInvoicing must be booleans"}, status_code=422)
+
+        def change() -> dict[str, Any]:
+            store = self.store
+            business = (
+                store.business(str(body["businessId"]))
+                if body.get("businessId")
+                else next(iter(store.businesses.values()))
+            )
+            for key, attribute in flags.items():
+                if key in body:
+                    setattr(business, attribute, body[key])
+            rendered = self.render.business(business)
+            return {key: rendered[key] for key in ("id", "name", "isArchived", "isClassicInvoicing")}
+
+        return await self._admin_call(change)
+
     def _routes(self) -> list[Route]:
         def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], *methods: str) -> Route:
             return Route(path, endpoint, methods=list(methods))
 
         return [
             route(GRAPHQL_PATH, self.graphql, "POST"),
+            *(oauth_routes(self, self.oauth) if self.oauth is not None else []),
             *admin_routes(self.injector),
             route("/_admin/seed", self.admin_seed, "POST"),
             route("/_admin/reset", self.admin_reset, "POST"),
             route("/_admin/snapshot", self.admin_snapshot, "GET"),
             route("/_admin/payments", self.admin_payment, "POST"),
             route("/_admin/products/{id}/archive", self.admin_archive, "POST"),
+            route("/_admin/business", self.admin_business, "PATCH"),
             route("/_admin/{kind}/{id}", self.admin_record, "PATCH", "DELETE"),
         ]
 

@@ -1,25 +1,29 @@
 """Builds `schema.graphql`, the sandbox's SDL, as a subset of the reference Wave schema (run once, commit the result).
 
 Usage, from the repository root: `python -m sandboxes.wave.build_schema > sandboxes/wave/schema.graphql`.
-The reference lives beside the checkout in `../shared/reference/wave/`; a contract test re-runs `build_sdl`
-on it and compares with the committed file, so the subset can never drift from Wave's names and types.
+The reference is Wave's public schema vendored in `reference/` (sandboxes/wave/reference_schema.py merges it);
+a contract test re-runs `build_sdl` on it and compares with the committed file, so the subset can never drift from
+Wave's names and types.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
 from typing import Any
 
 from graphql import build_client_schema, print_schema
+
+from sandboxes.wave.reference_schema import load_reference_introspection
 
 ALL = ("*",)
 
 # Type name -> the fields (object types) or input fields (input types) the sandbox implements; ALL keeps
 # every field. Enums and scalars are kept whole. Everything reachable must be listed here.
 SUBSET: dict[str, tuple[str, ...]] = {
-    "Query": ("business",),
+    "Query": ("business", "businesses", "user"),
+    "User": ALL,
+    "BusinessConnection": ALL,
+    "BusinessEdge": ALL,
     "Mutation": (
         "customerCreate",
         "customerPatch",
@@ -39,6 +43,9 @@ SUBSET: dict[str, tuple[str, ...]] = {
         "name",
         "currency",
         "timezone",
+        "isPersonal",
+        "isClassicAccounting",
+        "isClassicInvoicing",
         "isArchived",
         "createdAt",
         "modifiedAt",
@@ -241,20 +248,8 @@ def build_sdl(reference: dict[str, Any]) -> str:
     return header + print_schema(build_client_schema(subset)) + "\n"
 
 
-def load_reference_introspection(repo_root: Path) -> dict[str, Any]:
-    """The merged reference introspection built by ../shared/tools/wave_reference_schema.py."""
-    tools = str(repo_root.parent / "shared" / "tools")
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    module = importlib.import_module("wave_reference_schema")
-    introspection, _left_out = module.build_introspection()
-    result: dict[str, Any] = introspection
-    return result
-
-
 def main() -> None:
-    repo_root = Path(__file__).resolve().parents[2]
-    sys.stdout.write(build_sdl(load_reference_introspection(repo_root)))
+    sys.stdout.write(build_sdl(load_reference_introspection()))
 
 
 if __name__ == "__main__":

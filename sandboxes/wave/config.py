@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sandboxes.faults import FaultConfig
+from sandboxes.wave.oauth import OAuthSandboxConfig
 
 DEFAULT_BUSINESS_UUID = "1da2a177-7868-46c1-8339-3c867ed2edd9"
 DEFAULT_TOKEN = "wave-sandbox-token"  # noqa: S105 - the well-known token of a local fake
@@ -49,6 +50,10 @@ class BusinessConfig:
     name: str = "Sandbox Trading Ltd"
     currency: str = "USD"
     timezone: str = "America/Toronto"
+    is_archived: bool = False
+    # Wave's invoice API "requires `isClassicInvoicing` to be `false`"; the sandbox reports the flag (wavesync
+    # doctor checks it) but serves invoices either way.
+    is_classic_invoicing: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,3 +87,10 @@ class WaveSandboxConfig:
     unknown_target_id: Literal["top_level", "input_error"] = "top_level"
     faults: FaultConfig = field(default_factory=FaultConfig)
     clock: Callable[[], datetime] = utc_now
+    # OAuth2 endpoints (`/oauth2/authorize/`, `/oauth2/token/`; sandboxes/wave/oauth.py): their access tokens are
+    # accepted beside `tokens`. The default serves them with a well-known client; None switches them off.
+    oauth: OAuthSandboxConfig | None = field(default_factory=OAuthSandboxConfig)
+    # Response shapes captured from the real API (reference notes §16) are the default: an empty list reports
+    # totalPages 1, Decimals come unpadded ("100", "10.5"), unset customer strings come back as "". True restores
+    # the sandbox's earlier forms (totalPages 0, "100.00", null) so clients can be proven against both.
+    legacy_shapes: bool = False

@@ -36,6 +36,19 @@ SCHEMA_PATH = Path(__file__).with_name("schema.graphql")
 
 _ACCOUNT_TYPES = {"INCOME": ("Income", "CREDIT"), "EXPENSE": ("Expense", "DEBIT")}
 _ACCOUNT_SUBTYPES = {"INCOME": "Income", "EXPENSE": "Operating Expense", "COST_OF_GOODS_SOLD": "Cost of Goods Sold"}
+# Customer's optional String fields: Wave answers "" for an unset one (captured bodies, reference notes §16).
+_CUSTOMER_STRINGS = (
+    "firstName",
+    "lastName",
+    "displayId",
+    "email",
+    "mobile",
+    "phone",
+    "fax",
+    "tollFree",
+    "website",
+    "internalNotes",
+)
 
 
 @cache
@@ -75,6 +88,10 @@ class Renderer:
         self.store = store
         self.currency_names = currency_names
         self.country_names = country_names
+        self.legacy = store.config.legacy_shapes
+
+    def decimal(self, value: Decimal) -> str:
+        return format_decimal(value, padded=self.legacy)
 
     def currency(self, code: str | None) -> dict[str, Any] | None:
         if code is None:
@@ -101,10 +118,11 @@ class Renderer:
     def customer(self, business: Business, customer: Customer) -> dict[str, Any]:
         fields = customer.fields
         shipping = fields.get("shippingDetails")
+        unset = None if self.legacy else ""
         return {
             "id": business.gid("Customer", customer.number),
-            **{key: fields.get(key) for key in ("name", "firstName", "lastName", "displayId", "email", "mobile")},
-            **{key: fields.get(key) for key in ("phone", "fax", "tollFree", "website", "internalNotes")},
+            "name": fields.get("name"),
+            **{key: unset if fields.get(key) is None else fields[key] for key in _CUSTOMER_STRINGS},
             "currency": self.currency(fields.get("currency")),
             "address": self.address(fields.get("address")),
             "shippingDetails": None
@@ -136,7 +154,7 @@ class Renderer:
             "id": business.gid("Product", product.number),
             "name": product.name,
             "description": product.description,
-            "unitPrice": format_decimal(product.unit_price),
+            "unitPrice": self.decimal(product.unit_price),
             "isSold": product.income_account is not None,
             "isBought": product.expense_account is not None,
             "isArchived": product.is_archived,
@@ -154,9 +172,9 @@ class Renderer:
             {
                 "product": self.product(business, business.products[item.product]),
                 "description": item.description,
-                "quantity": format_decimal(item.quantity),
-                "price": format_decimal(item.unit_price),
-                "unitPrice": format_decimal(item.unit_price),
+                "quantity": self.decimal(item.quantity),
+                "price": self.decimal(item.unit_price),
+                "unitPrice": self.decimal(item.unit_price),
                 "subtotal": self.money(subtotal, currency),
                 "total": self.money(subtotal, currency),
             }
@@ -179,7 +197,7 @@ class Renderer:
             "taxTotal": self.money(zero, currency),
             "total": self.money(totals.total, currency),
             "currency": self.currency(currency),
-            "exchangeRate": format_decimal(invoice.exchange_rate),
+            "exchangeRate": self.decimal(invoice.exchange_rate),
             "items": items,
             **invoice.text,
             **invoice.flags,
@@ -192,7 +210,9 @@ class Renderer:
         store = self.store
 
         def connection(records: list[Any], render: Callable[[Any], Any], page: int, page_size: int) -> Any:
-            rows, info = paginate(records, max(page, 1), store.page_size(page_size))
+            rows, info = paginate(
+                records, max(page, 1), store.page_size(page_size), empty_pages=0 if self.legacy else 1
+            )
             return {"pageInfo": info, "edges": [{"node": render(r)} for r in rows]}
 
         def customers(_info: Any, **args: Any) -> Any:
@@ -249,7 +269,10 @@ class Renderer:
             "name": business.name,
             "currency": self.currency(business.currency),
             "timezone": business.timezone,
-            "isArchived": False,
+            "isPersonal": False,
+            "isClassicAccounting": False,
+            "isClassicInvoicing": business.is_classic_invoicing,
+            "isArchived": business.is_archived,
             "createdAt": format_datetime(business.created_at),
             "modifiedAt": format_datetime(business.created_at),
             "customer": lambda _info, id: self.customer(*store.customer(id, business)),

@@ -207,6 +207,8 @@ class Business:
         self.name = config.name
         self.currency = config.currency
         self.timezone = config.timezone
+        self.is_archived = config.is_archived
+        self.is_classic_invoicing = config.is_classic_invoicing
         self.global_id = ids.business_id(config.uuid)
         self.created_at = created_at
         self.customers: dict[int, Customer] = {}
@@ -240,11 +242,16 @@ class Business:
 R = TypeVar("R")
 
 
-def paginate(records: Sequence[R], page: int, page_size: int) -> tuple[list[R], dict[str, int]]:
-    """One 1-based page and Wave's OffsetPageInfo; a page past the end is empty."""
+def paginate(
+    records: Sequence[R], page: int, page_size: int, *, empty_pages: int = 1
+) -> tuple[list[R], dict[str, int]]:
+    """One 1-based page and Wave's OffsetPageInfo; a page past the end is empty.
+
+    An empty list reports `totalPages: 1` as captured from Wave (`empty_pages=0` gives the earlier form).
+    """
     total = len(records)
     start = (page - 1) * page_size
-    info = {"currentPage": page, "totalPages": math.ceil(total / page_size), "totalCount": total}
+    info = {"currentPage": page, "totalPages": math.ceil(total / page_size) or empty_pages, "totalCount": total}
     return list(records[start : start + page_size]), info
 
 

@@ -91,9 +91,16 @@ def round_places(value: Decimal, places: int) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
-def format_decimal(value: Decimal) -> str:
-    """Decimal output: plain notation, trailing zeros dropped but at least two decimals (`10.00`, `1.23456`)."""
+def format_decimal(value: Decimal, *, padded: bool = False) -> str:
+    """Decimal output as captured from Wave: plain notation, no trailing zeros (`100`, `10.5`, `1.23456`).
+
+    `padded` gives the sandbox's earlier form with at least two decimals (`100.00`, `10.50`).
+    """
     text = format(value.normalize(), "f")
+    if text in ("-0", ""):
+        text = "0"
+    if not padded:
+        return text
     whole, _, fraction = text.partition(".")
     return f"{whole}.{fraction.ljust(2, '0')}"
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -106,6 +106,10 @@ def record_dead_letter(
     if entry is None:
         entry = DeadLetter(entity=entity, source=source, source_id=source_id, attempts=0, first_failed_at=now)
         session.add(entry)
+    elif entry.resolved_at is not None:
+        # Resolved before, failing anew: the entry reopens as a new failure.
+        entry.resolved_at, entry.resolution, entry.replayed_at = None, None, None
+        entry.attempts, entry.first_failed_at = 0, now
     entry.customerp_id = customerp_id or entry.customerp_id
     entry.wave_id = wave_id or entry.wave_id
     entry.message = message
@@ -126,15 +130,20 @@ def dead_letter_versions(session: Session, entity: str, system: str, record_ids:
         return {}
     rows = session.execute(
         select(DeadLetter.source_id, DeadLetter.version).where(
-            DeadLetter.entity == entity, DeadLetter.source == system, DeadLetter.source_id.in_(ids)
+            DeadLetter.entity == entity,
+            DeadLetter.source == system,
+            DeadLetter.source_id.in_(ids),
+            DeadLetter.resolved_at.is_(None),
         )
     ).all()
     return dict(rows)
 
 
-def resolve_dead_letters(session: Session, entity: str, system_ids: dict[str, str | None]) -> int:
-    """A record synced: its dead letters (from either side) leave the queue. One statement for both sides: this
-    runs on every sync that records a pair."""
+def resolve_dead_letters(
+    session: Session, entity: str, system_ids: Mapping[str, str | None], *, how: str = "synced"
+) -> int:
+    """A record synced (or its pair was deleted: `how`): its open dead letters (from either side) leave the queue
+    and stay visible as resolved. One statement for both sides: this runs on every sync that records a pair."""
     either = [
         and_(DeadLetter.source == system, DeadLetter.source_id == record_id)
         for system, record_id in system_ids.items()
@@ -142,5 +151,11 @@ def resolve_dead_letters(session: Session, entity: str, system_ids: dict[str, st
     ]
     if not either:
         return 0
-    result = session.execute(delete(DeadLetter).where(DeadLetter.entity == entity, or_(*either)))
+    resolution = case((DeadLetter.replayed_at.is_not(None), f"replayed and {how}"), else_=how)
+    result = session.execute(
+        update(DeadLetter)
+        .where(DeadLetter.entity == entity, DeadLetter.resolved_at.is_(None), or_(*either))
+        .values(resolved_at=utcnow(), resolution=resolution)
+        .execution_options(synchronize_session=False)
+    )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -1,4 +1,4 @@
-"""SQLAlchemy tables of the sync state: links between records, poller watermarks and dead letters."""
+"""SQLAlchemy tables of the sync state: links between records, poller watermarks, dead letters and history."""
 
 from __future__ import annotations
 
@@ -91,3 +91,56 @@ class DeadLetter(Base):
     first_failed_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_failed_at: Mapped[datetime] = mapped_column(default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A resolved entry stays, for the operator to see when and how it ended: "synced", "replayed and synced",
+    # "deleted". Open entries (resolved_at NULL) are the queue; a new failure of the record reopens its entry.
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolution: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class HistoryEntry(Base):
+    """One sync decision about one record (see shared/history.py): what was decided, why, and the fields it moved.
+
+    Rows are only ever inserted, and pruned by age and count; the indexes serve a record's stream (newest first)
+    and the pruning.
+    """
+
+    __tablename__ = "history"
+    __table_args__ = (
+        Index("ix_history_customerp", "entity", "customerp_id", "id"),
+        Index("ix_history_wave", "entity", "wave_id", "id"),
+        Index("ix_history_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(24))
+    entity: Mapped[str] = mapped_column(String(16))
+    customerp_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    wave_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    link_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    task_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    direction: Mapped[str | None] = mapped_column(String(24), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    diff: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class Credential(Base):
+    """One connection's OAuth tokens (system 'wave'), encrypted with WAVESYNC_SECRET_KEY (shared/store/credentials.py).
+
+    `generation` grows with every stored pair: a refresh writes only if the generation it read is still current, so
+    a stale writer loses instead of overwriting a newer (rotated) refresh token. `state` is `connected` or
+    `needs_reauthorization` (a person must run `wavesync connect wave`), with when and why it was entered.
+    """
+
+    __tablename__ = "credentials"
+
+    system: Mapped[str] = mapped_column(String(16), primary_key=True)
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(32), default="connected")
+    state_since: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

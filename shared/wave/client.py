@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from shared.errors import NotFoundError, PermanentError, RateLimitedError, SyncError
+from shared.errors import AuthError, NotFoundError, PermanentError, RateLimitedError, SyncError
 from shared.wave import documents as docs
-from shared.wave.errors import SYSTEM, classify_http, classify_payload, classify_transport
+from shared.wave.auth import StaticToken, TokenSource
+from shared.wave.errors import SYSTEM, classify_http, classify_payload, classify_transport, credential_rejected
 from shared.wave.models import (
     Page,
     WaveAccount,
@@ -81,6 +82,14 @@ def iterate_pages(fetch: Callable[[int], Page[N]], max_pages: int = MAX_PAGES) -
             raise PermanentError(f"pagination did not end after {max_pages} pages", system=SYSTEM)
 
 
+class _TokenRejected(Exception):
+    """Wave refused the Bearer token itself (401 / UNAUTHENTICATED): `execute` refreshes once and asks again."""
+
+    def __init__(self, error: AuthError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def _dig(operation: str, data: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(data, Mapping) or key not in data:
@@ -95,7 +104,7 @@ class WaveClient:
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | TokenSource,
         business_id: str,
         *,
         timeout: float = 30.0,
@@ -111,12 +120,9 @@ class WaveClient:
         self.business_id = business_id
         self.page_size = page_size
         self._on_call = on_call
-        self._token = token
-        self._http = httpx.Client(
-            timeout=timeout,
-            transport=transport,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
+        # The one auth point: a static token, or OAuth tokens refreshed fleet-wide (shared/wave/auth.py).
+        self.auth: TokenSource = StaticToken(token) if isinstance(token, str) else token
+        self._http = httpx.Client(timeout=timeout, transport=transport, headers={"Content-Type": "application/json"})
 
     def __repr__(self) -> str:
         return f"WaveClient(url={self.url!r}, business_id={self.business_id!r})"
@@ -135,16 +141,31 @@ class WaveClient:
     # ----- plumbing ----------------------------------------------------------------------------------------------
 
     def execute(self, operation: str, document: str, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """POST one document; return its `data` or raise a classified SyncError. `operation` names the call."""
+        """POST one document; return its `data` or raise a classified SyncError. `operation` names the call.
+
+        A refused token (401, or 200 + UNAUTHENTICATED) is refreshed once and the call made again."""
+        used: list[str] = []
         try:
-            return self._execute(operation, document, variables)
+            used.append(self.auth.token())
+            try:
+                return self._execute(operation, document, variables, used[-1])
+            except _TokenRejected as rejected:
+                fresh = self.auth.refresh(used[-1])
+                if fresh is None or fresh == used[-1]:
+                    raise rejected.error from None
+                used.append(fresh)
+            try:
+                return self._execute(operation, document, variables, fresh)
+            except _TokenRejected as again:
+                raise again.error from None
         except SyncError as exc:
-            if self._token and self._token in exc.message:  # never let a secret reach logs or dead letters
-                exc.message = exc.message.replace(self._token, "***")
-                exc.args = (exc.message,)
+            for token in used:
+                if token and token in exc.message:  # never let a secret reach logs or dead letters
+                    exc.message = exc.message.replace(token, "***")
+                    exc.args = (exc.message,)
             raise
 
-    def _execute(self, operation: str, document: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+    def _execute(self, operation: str, document: str, variables: Mapping[str, Any], token: str) -> dict[str, Any]:
         try:
             body = json.dumps({"query": document, "variables": dict(variables)}, default=_json_default)
         except (TypeError, ValueError) as exc:
@@ -152,7 +173,7 @@ class WaveClient:
         started = time.monotonic()
         status = 0
         try:
-            response = self._http.post(self.url, content=body)
+            response = self._http.post(self.url, content=body, headers={"Authorization": f"Bearer {token}"})
             status = response.status_code
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise classify_transport(operation, exc) from None
@@ -161,6 +182,10 @@ class WaveClient:
                 self._on_call(operation, time.monotonic() - started, status)
         try:
             return classify_http(operation, status, response.headers, response.content)
+        except AuthError as exc:
+            if credential_rejected(status, response.content):
+                raise _TokenRejected(exc) from None
+            raise
         except RateLimitedError as exc:
             if status != 429 and self._on_throttled is not None:  # a 429 was already seen by the transport
                 self._on_throttled(exc.retry_after or 1.0)

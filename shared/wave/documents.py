@@ -55,7 +55,7 @@ PAGE_INFO = "pageInfo { currentPage totalPages totalCount }"
 
 BUSINESS = """
 query Business($businessId: ID!) {
-  business(id: $businessId) { id name timezone isArchived currency { code } }
+  business(id: $businessId) { id name timezone isArchived isClassicInvoicing currency { code } }
 }
 """
 

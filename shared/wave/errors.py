@@ -1,6 +1,6 @@
 """Wave failures classified once, as tables: HTTP status, then top-level `errors[]`, then `didSucceed: false`.
 
-Decisions (Wave documents only the bodies; see ../shared/reference/wave/wave-api-notes.md §2-§3):
+Decisions (Wave documents only the bodies; see the team's Wave API notes, §2-§3):
 
 * HTTP status first. 429 -> RateLimitedError (Retry-After in seconds or as an HTTP-date, read by
   shared/ratelimit.py like every Retry-After); 408/425/5xx -> RetryableError; 401/403 -> AuthError; 3xx ->
@@ -171,6 +171,16 @@ def classify_http(operation: str, status: int, headers: Mapping[str, str], conte
     if not isinstance(data, dict):
         raise _make(RetryableError, f"{operation}: Wave answered without `data`")
     return data
+
+
+def credential_rejected(status: int, content: bytes) -> bool:
+    """Whether an AuthError answer refused the token itself (HTTP 401, or an `UNAUTHENTICATED` error in any status):
+    the case where an OAuth client refreshes once and asks again. 403/FORBIDDEN and a wrong business are not."""
+    if status == 401:
+        return True
+    body = _json(content)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return isinstance(errors, list) and any(_error_class(e)[1].startswith("UNAUTHENTICATED:") for e in errors)
 
 
 def _field_error(raw: Any) -> FieldError:

@@ -82,6 +82,19 @@ class WaveShippingDetails(WaveModel):
     address: WaveAddress | None = None
 
 
+# Wave answers "" for a customer's unset optional strings (captured bodies) where the schema allows null; the
+# models read both as None so nothing downstream has to tell them apart.
+_BLANKABLE = frozenset(
+    {"firstName", "lastName", "displayId", "email", "mobile", "phone", "fax", "tollFree", "website", "internalNotes"}
+)
+
+
+def _blank_is_unset(data: Any, keys: frozenset[str]) -> Any:
+    if not isinstance(data, dict):
+        return data
+    return {k: (None if k in keys and v == "" else v) for k, v in data.items()}
+
+
 class WaveCustomer(WaveNode):
     name: str
     first_name: str | None = None
@@ -100,6 +113,11 @@ class WaveCustomer(WaveNode):
     created_at: datetime
     modified_at: datetime
     is_archived: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_strings(cls, data: Any) -> Any:
+        return _blank_is_unset(data, _BLANKABLE)
 
 
 class WaveProduct(WaveNode):
@@ -173,6 +191,7 @@ class WaveBusiness(WaveNode):
     currency: CurrencyCode
     timezone: str | None = None
     is_archived: bool = False
+    is_classic_invoicing: bool = False
 
 
 class WaveAccount(WaveNode):

@@ -13,7 +13,22 @@ import yaml
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ["up", "worker", "beat", "celery", "sandbox", "db", "status", "reconcile", "demo", "dlq"]
+COMMANDS = [
+    "up",
+    "worker",
+    "beat",
+    "celery",
+    "sandbox",
+    "db",
+    "status",
+    "reconcile",
+    "demo",
+    "dlq",
+    "doctor",
+    "connect",
+    "console",
+    "history",
+]
 
 
 def wavesync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

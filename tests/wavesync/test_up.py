@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -24,6 +25,7 @@ def test_up_runs_the_whole_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -
         "WAVESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'links.db'}",
         "WAVESYNC_SANDBOX_CUSTOMERP_PORT": str(free_port()),
         "WAVESYNC_SANDBOX_WAVE_PORT": str(free_port()),
+        "WAVESYNC_CONSOLE_PORT": str(free_port()),
         "WAVESYNC_POLL_INTERVAL": "1",
         "WAVESYNC_LOG_FORMAT": "text",
     }
@@ -50,6 +52,10 @@ def test_up_runs_the_whole_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -
                 links = 0
         engine.dispose()
         assert links >= 5, (tmp_path / "up.log").read_text()[-3000:]
+        # The console came up with it, behind its login.
+        console = httpx.get(f"http://127.0.0.1:{env['WAVESYNC_CONSOLE_PORT']}/", follow_redirects=False, timeout=10)
+        assert console.status_code == 303
+        assert console.headers["location"].startswith("/login")
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

@@ -1,0 +1,170 @@
+"""What every console page shares: the services it reads (link store, Redis, both systems), rendering, and the
+guards (logged in, may act, CSRF) that every handler passes before it does anything."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import redis
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from shared import logs
+from shared.settings import Settings
+from shared.store.db import Database
+from wavesync.console.auth import User, csrf_ok, csrf_token, current_user
+
+if TYPE_CHECKING:
+    from shared.context import Context
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, dict[str, Any], str], None]
+
+
+def _send_task(task_name: str, message: dict[str, Any], queue: str) -> None:
+    from workers.deadletters import send_sync
+
+    send_sync(task_name, message, queue)
+
+
+def when(value: Any) -> str:
+    """A timestamp as an operator reads it: UTC, to the second."""
+    if value in (None, ""):
+        return "–"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def ago(seconds: Any) -> str:
+    if seconds is None:
+        return "–"
+    value = float(seconds)
+    if value < 120:
+        return f"{value:.1f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def shown(value: Any) -> str:
+    """A record value in a table cell: text as it is, anything else as compact JSON."""
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+
+
+class Console:
+    """The console's services, built once per process. Live reads of both systems go through the same rate-limited
+    clients as the workers (the console's reads count against each system's fleet-wide limits)."""
+
+    def __init__(self, settings: Settings, *, live_reads: bool = True, send: Send | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.live_reads = live_reads
+        self.send: Send = send or _send_task
+        self._redis: redis.Redis | None = None
+        self._ctx: Context | None = None
+        self._lock = threading.Lock()
+        self.reconcile_running: str | None = None  # "check" or "repair" while a background run is on
+        self.reconcile_error: str | None = None
+        self.env = jinja2.Environment(
+            loader=jinja2.PackageLoader("wavesync.console", "templates"),
+            autoescape=True,  # every value is escaped: record data is whatever people typed into two systems
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(when=when, ago=ago, shown=shown)
+
+    @property
+    def redis(self) -> redis.Redis | None:
+        if self.settings.redis_url is None:
+            return None
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(
+                    str(self.settings.redis_url), socket_connect_timeout=3, socket_timeout=5
+                )
+            return self._redis
+
+    def context(self) -> Context:
+        """Clients of both systems (for live reads), made on first use."""
+        from shared.context import Context
+
+        with self._lock:
+            if self._ctx is None:
+                self._ctx = Context.from_settings(self.settings)
+            return self._ctx
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.close()
+        if self._redis is not None:
+            self._redis.close()
+
+    def redact(self, text: str) -> str:
+        return logs.redact(text, self.settings.secrets())
+
+    # --- rendering ------------------------------------------------------------------------------------------
+
+    def render(self, request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+        user = current_user(request)
+        flashes = request.session.pop("flash", []) if user else []
+        html = self.env.get_template(template).render(
+            request=request,
+            user=user,
+            csrf=csrf_token(request),
+            flashes=flashes,
+            page=values.pop("page", ""),
+            **values,
+        )
+        # Nothing configured is ever rendered; this is the last line of defence for a value that slipped through.
+        return HTMLResponse(self.redact(html), status_code=status_code)
+
+
+def flash(request: Request, text: str, kind: str = "ok") -> None:
+    request.session.setdefault("flash", [])
+    request.session["flash"] = [*request.session["flash"], {"text": text, "kind": kind}]
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+
+async def action_form(request: Request) -> tuple[User, FormData] | Response:
+    """The guards of every action: a logged-in operator, and the session's CSRF token in the form."""
+    user = current_user(request)
+    if user is None:
+        return Response("log in first", status_code=401)
+    form = await request.form()
+    if not csrf_ok(request, form.get("csrf")):
+        return Response("missing or wrong CSRF token: reload the page and try again", status_code=403)
+    if not user.can_act:
+        return Response("this account can look but not act", status_code=403)
+    return user, form
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await run_in_threadpool(fn, *args, **kwargs)
