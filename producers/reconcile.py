@@ -17,7 +17,7 @@ from typing import Any
 from shared import history, keys
 from shared.celery_app import app
 from shared.context import Context, get_context
-from shared.errors import NotFoundError, SyncError
+from shared.errors import NotFoundError, PausedError, SyncError
 from shared.messages import ChangeMessage, System
 from shared.natural_keys import normalise_key
 from shared.settings import ENTITIES, Entity, load_settings
@@ -278,7 +278,24 @@ def _why(message: ChangeMessage) -> str:
     return "reconcile: the partner is gone, deleting" if message.deleted else "reconcile: drift or missing partner"
 
 
+def paused(ctx: Context) -> str | None:
+    """Why reconcile cannot run now (the Wave connection waits for a person), or None. Reconcile reads all of Wave,
+    so, like the pollers, it skips with one line instead of failing with a traceback."""
+    return ctx.wave.auth.paused()
+
+
+def run_scheduled(ctx: Context) -> list[dict[str, Any]]:
+    """Beat's reconcile: the repairing run, or one warning line (and no reports) while the connection is paused."""
+    reason = paused(ctx)
+    if reason is None:
+        try:
+            return [r.as_dict() for r in Reconciler(ctx, repair=True).run()]
+        except PausedError as exc:  # paused while it ran
+            reason = exc.message
+    log.warning("reconcile skipped: %s", reason)
+    return []
+
+
 @app.task(name=keys.RECONCILE_TASK, ignore_result=True)
 def reconcile() -> list[dict[str, Any]]:
-    reports = Reconciler(get_context(load_settings), repair=True).run()
-    return [r.as_dict() for r in reports]
+    return run_scheduled(get_context(load_settings))

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared import keys
 from shared.deadletters import DeadLetters
-from shared.store.credentials import STATES, all_states
+from shared.store.credentials import STATES, Cipher, CredentialKeyError, all_states, read
 from shared.store.db import Database
 
 if TYPE_CHECKING:
@@ -90,13 +90,19 @@ def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
     return out
 
 
+# Every value of wavesync_connection_state's `state` label: the stored states and the two `status` derives.
+CONNECTION_STATES = (*STATES, "key_mismatch", "not_connected")
+
+
 class StateCollector(Collector):
     """Reads queue depths (Redis) and dead-letter counts (database) at scrape time."""
 
-    def __init__(self, redis_url: str | None, database_url: str) -> None:
+    def __init__(self, redis_url: str | None, database_url: str, *, oauth_keys: list[str] | None = None) -> None:
         self.redis_url = redis_url
         self.db = Database(database_url)
         self._redis: redis.Redis | None = None
+        # WAVESYNC_WAVE_AUTH=oauth: Wave must be connected, and its stored tokens readable with these keys.
+        self._cipher = Cipher(oauth_keys) if oauth_keys else None
 
     def collect(self) -> Iterable[Metric]:
         yield from self._queues()
@@ -142,12 +148,23 @@ class StateCollector(Collector):
         try:
             with self.db.session() as session:
                 found = all_states(session)
+            if self._cipher is not None:
+                # The states `wavesync status` shows beyond the stored one: both pause the work that needs Wave.
+                if not any(c["system"] == "wave" for c in found):
+                    found.append({"system": "wave", "state": "not_connected", "since": None})
+                for connection in found:
+                    if connection["since"] is not None:
+                        try:
+                            read(self.db, self._cipher, connection["system"])
+                        except CredentialKeyError:
+                            connection["state"] = "key_mismatch"
         except SQLAlchemyError as exc:
             log.warning("metrics: cannot read connection states: %s", exc)
             return
         state = GaugeMetricFamily(
             "wavesync_connection_state",
-            "1 for the state an OAuth connection is in (needs_reauthorization: work that needs it is paused)",
+            "1 for the state an OAuth connection is in (needs_reauthorization, key_mismatch, not_connected: work "
+            "that needs it is paused)",
             labels=["system", "state"],
         )
         since = GaugeMetricFamily(
@@ -156,9 +173,10 @@ class StateCollector(Collector):
             labels=["system"],
         )
         for connection in found:
-            for name in STATES:
+            for name in CONNECTION_STATES:
                 state.add_metric([connection["system"], name], 1.0 if connection["state"] == name else 0.0)
-            since.add_metric([connection["system"]], datetime.fromisoformat(connection["since"]).timestamp())
+            if connection["since"] is not None:
+                since.add_metric([connection["system"]], datetime.fromisoformat(connection["since"]).timestamp())
         yield state
         yield since
 
@@ -169,6 +187,10 @@ def serve(port: int, host: str, settings: Settings | None = None) -> None:
         return
     if settings is not None:
         REGISTRY.register(
-            StateCollector(str(settings.redis_url) if settings.redis_url else None, settings.database_url)
+            StateCollector(
+                str(settings.redis_url) if settings.redis_url else None,
+                settings.database_url,
+                oauth_keys=settings.secret_keys() if settings.wave_auth == "oauth" else None,
+            )
         )
     start_http_server(port, addr=host)

@@ -237,8 +237,11 @@ def _describe_limit(system: str, limit: dict[str, float]) -> str:
 
 
 def run_reconcile(settings: Settings, *, repair: bool, quiet: bool) -> list[EntityReport]:
-    from producers.reconcile import Reconciler
+    """The reports; while the Wave connection is paused, one line on stderr and SystemExit instead: status 1 for
+    `--check` (convergence is unknown), 0 for a repair (skipped, as the pollers skip)."""
+    from producers.reconcile import Reconciler, paused
     from shared.context import Context
+    from shared.errors import PausedError
 
     ctx = Context.from_settings(settings)
     try:
@@ -247,9 +250,16 @@ def run_reconcile(settings: Settings, *, repair: bool, quiet: bool) -> list[Enti
             if not quiet:
                 print(message, file=sys.stderr)
 
-        return Reconciler(ctx, repair=repair, progress=progress).run()
+        reason = paused(ctx)
+        if reason is None:
+            try:
+                return Reconciler(ctx, repair=repair, progress=progress).run()
+            except PausedError as exc:  # paused while it ran
+                reason = exc.message
     finally:
         ctx.close()
+    print(f"wavesync: reconcile skipped: {reason}", file=sys.stderr)
+    raise SystemExit(0 if repair else 1)
 
 
 def render_reconcile(reports: list[EntityReport], *, check: bool) -> str:

@@ -20,6 +20,7 @@ from cryptography.fernet import Fernet
 from sandboxes.serve import ServerThread, free_port
 from sandboxes.wave import DEFAULT_BUSINESS_ID, WaveSandboxConfig, create_app
 from sandboxes.wave.oauth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from shared.metrics import CONNECTION_STATES, StateCollector
 from shared.settings import Settings
 from shared.store import credentials
 from shared.store.credentials import Cipher
@@ -243,6 +244,24 @@ def test_status_shows_the_paused_connection_and_since_when_without_tokens(settin
     no_secret_in(text + json.dumps(report, default=str), settings)
     rotated = Settings(**{**settings.model_dump(), "secret_key": Fernet.generate_key().decode()})
     assert collect_status(rotated)["connections"][0]["state"] == "key_mismatch"
+
+
+def test_metrics_export_not_connected_and_key_mismatch_too(settings: Settings) -> None:
+    def states(keys: list[str]) -> dict[str, float]:
+        collector = StateCollector(None, settings.database_url, oauth_keys=keys)
+        family = next(m for m in collector.collect() if m.name == "wavesync_connection_state")
+        return {s.labels["state"]: s.value for s in family.samples if s.labels["system"] == "wave"}
+
+    def only(state: str) -> dict[str, float]:
+        return {name: 1.0 if name == state else 0.0 for name in CONNECTION_STATES}
+
+    assert states(settings.secret_keys()) == only("not_connected")
+    lines: list[str] = []
+    connect_wave(settings, listen=False, echo=lines.append)
+    redirect = redirect_of(printed_url(lines))
+    connect_wave(settings, code=redirect["code"], state=redirect["state"], echo=lines.append)
+    assert states(settings.secret_keys()) == only("connected")
+    assert states([Fernet.generate_key().decode()]) == only("key_mismatch")
 
 
 def wavesync(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -390,7 +390,9 @@ def test_oauth_with_a_missing_link_store_warns_and_creates_nothing(
     assert not missing.parent.exists()  # no directory, no links.db, no -wal or -shm
 
 
-def test_oauth_with_an_expired_access_token_warns_and_refreshes_nothing(env: dict[str, str], wave: ServerThread) -> None:
+def test_oauth_with_an_expired_access_token_warns_and_refreshes_nothing(
+    env: dict[str, str], wave: ServerThread
+) -> None:
     settings = settings_from(oauth_env(env, wave))
     expires_at = oauth_connect(settings, wave, expired=True)
     before = credentials.read(Database(settings.database_url), Cipher(settings.secret_keys()), "wave")
@@ -403,7 +405,8 @@ def test_oauth_with_an_expired_access_token_warns_and_refreshes_nothing(env: dic
     assert not [c for c in checks if c.area == "wave" and c.status == "fail"], render(checks)
     assert refresh_calls(wave) == 0  # doctor never rotates the refresh token
     after = credentials.read(Database(settings.database_url), Cipher(settings.secret_keys()), "wave")
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     assert (after.generation, after.refresh_token) == (before.generation, before.refresh_token)
 
 

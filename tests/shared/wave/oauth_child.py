@@ -1,8 +1,9 @@
 """A process of the fleet for the OAuth tests: THREADS threads ask one OAuthTokens for a token at the same instant.
 
-Usage: python -m tests.shared.wave.oauth_child <settings-json> <threads> <start-at-unix-time|ready> [--kill-after-answer]
-With `ready` the process prints "ready" once it is set up and reads the start time from its standard input, so the
-parent can pick a start after every child is up however slow the machine. Prints one JSON line: the sha256 prefix of the token each thread got (never a token) and the refreshes made here.
+Usage: python -m tests.shared.wave.oauth_child <settings-json> <threads> <start-at|ready> [--kill-after-answer]
+<start-at> is a unix time. With `ready` the process prints "ready" once it is set up and reads the start time from
+its standard input, so the parent can pick a start after every child is up, however slow the machine.
+Prints one JSON line: the sha256 prefix of the token each thread got (never a token) and the refreshes made here.
 With --kill-after-answer the process SIGKILLs itself after the token endpoint answered and before the new pair was
 stored: the crash the recovery state is documented for.
 """

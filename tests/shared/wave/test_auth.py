@@ -393,7 +393,7 @@ def test_a_refresh_slower_than_its_lock_lease_keeps_the_lock_and_spends_the_refr
     def ask(name: str, tokens: OAuthTokens) -> None:
         try:
             got[name] = tokens.token()
-        except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+        except Exception as exc:  # reported by the assertions below
             got[name] = exc
 
     slow = threading.Thread(target=ask, args=("first", first))
@@ -496,3 +496,34 @@ def test_rekey_keeps_the_generation_and_the_pair(fleet: Fleet) -> None:
         before.access_token,
         before.refresh_token,
     )
+
+
+class _RefreshingMidway(Cipher):
+    """A real cipher that lets a worker's refresh land right after `reencrypt` read the pair (the race to close)."""
+
+    def __init__(self, keys: list[str], refresh: list[Any]) -> None:
+        super().__init__(keys)
+        self.refresh = refresh
+
+    def rotate(self, value: str) -> str:
+        if self.refresh:
+            self.refresh.pop()()
+        return super().rotate(value)
+
+
+def test_rekey_racing_a_refresh_never_writes_back_the_spent_refresh_token(fleet: Fleet) -> None:
+    fleet.connect()
+    old_key = fleet.settings.secret_keys()[0]
+    old = Cipher([old_key])
+
+    def a_worker_refreshes() -> None:
+        stored = credentials.replace_pair(
+            fleet.db, old, "wave", expected_generation=1, access_token="a2", refresh_token="r2", expires_at=None
+        )
+        assert stored == 2
+
+    new_key = Fernet.generate_key().decode()
+    assert credentials.reencrypt(fleet.db, _RefreshingMidway([new_key, old_key], [a_worker_refreshes]), "wave")
+    after = credentials.read(fleet.db, Cipher([new_key]), "wave")  # re-encrypted: the new key alone reads it
+    assert after is not None
+    assert (after.generation, after.access_token, after.refresh_token) == (2, "a2", "r2")
