@@ -63,6 +63,9 @@ def test_up_runs_the_whole_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -
     output = (tmp_path / "up.log").read_text()
     assert code == 0, output[-3000:]
     assert "wavesync stopped" in output
+    # The preflight ran against what `up` started, and everything it checks was in order.
+    assert "preflight (`wavesync doctor`):" in output
+    assert "all checks passed" in output, output[-3000:]
     # Nothing is left running: the embedded Valkey and the children went with it.
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftovers.stdout.strip() == ""
