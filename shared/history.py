@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import current_task
-from sqlalchemy import String, cast, delete, func, insert, select
+from sqlalchemy import String, cast, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from shared import keys
 from shared.messages import ChangeMessage
 from shared.settings import ENTITIES, Settings
+from shared.store.db import Database
 from shared.store.models import DeadLetter, HistoryEntry, Link, utcnow
 
 # What a row says happened. "merged" carries the direction of each field; a conflict names its policy.
@@ -362,6 +363,11 @@ def _label(link: Link) -> str:
     return " · ".join(parts) or f"{link.customerp_id} ⇄ {link.wave_id}"
 
 
+def _like_escaped(text: str) -> str:
+    """`text` matched literally by LIKE ... ESCAPE '\\': its `%`, `_` and backslashes are not wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def find(session: Session, query: str, *, entity: str | None = None, limit: int = 20) -> list[Found]:
     """Records matching `query`: an exact id of either system first (indexed), else a case-insensitive
     substring of a linked record's synced values (name, email, customer/order/invoice number), else a record
@@ -383,10 +389,12 @@ def find(session: Session, query: str, *, entity: str | None = None, limit: int 
                     link.entity, link.customerp_id, link.wave_id, link, _label(link)
                 )
     if not found:
-        # The snapshot is JSON text on SQLite and json on PostgreSQL: both compare as text.
-        like = f"%{text.lower()}%"
+        # The snapshot is JSON text on SQLite and json on PostgreSQL: both compare as text, where "Müller" is stored
+        # as `M\u00fcller` (and a quote as `\"`), so the query is looked for as typed and as JSON writes it.
         snapshot_text = func.lower(cast(Link.snapshot, String))
-        for link in session.scalars(base.where(snapshot_text.like(like)).order_by(Link.id.desc()).limit(limit)):
+        forms = {text.lower(), json.dumps(text.lower())[1:-1], json.dumps(text)[1:-1].lower()}
+        matches = or_(*(snapshot_text.like(f"%{_like_escaped(form)}%", escape="\\") for form in sorted(forms)))
+        for link in session.scalars(base.where(matches).order_by(Link.id.desc()).limit(limit)):
             found[(link.entity, link.customerp_id, link.wave_id)] = Found(
                 link.entity, link.customerp_id, link.wave_id, link, _label(link)
             )
@@ -413,20 +421,35 @@ def find(session: Session, query: str, *, entity: str | None = None, limit: int 
 # --- retention --------------------------------------------------------------------------------------------------
 
 
-def prune(session: Session, *, retention_days: float, max_rows: int, now: datetime | None = None) -> int:
-    """Delete rows older than `retention_days`, then the oldest beyond `max_rows`. Ids only grow, so the row
-    bound is an id bound (one indexed delete, no count of the table)."""
+PRUNE_CHUNK = 10_000  # rows per delete: each chunk commits, so a big prune never holds one huge transaction
+
+
+def prune(
+    db: Database, *, retention_days: float, max_rows: int, now: datetime | None = None, chunk: int = PRUNE_CHUNK
+) -> int:
+    """Delete rows older than `retention_days`, then the oldest beyond `max_rows`, `chunk` rows at a time with a
+    commit after each. The row bound is found as the newest id past `max_rows` rows (ids have gaps, so
+    `max(id) - max_rows` would keep fewer)."""
     now = now or utcnow()
     removed = 0
+    bounds = []
     if retention_days > 0:
-        cutoff = now - timedelta(days=retention_days)
-        result = session.execute(delete(HistoryEntry).where(HistoryEntry.at < cutoff))
-        removed += int(getattr(result, "rowcount", 0) or 0)
+        bounds.append(HistoryEntry.at < now - timedelta(days=retention_days))
     if max_rows > 0:
-        newest = session.scalar(select(func.max(HistoryEntry.id)))
-        if newest is not None and newest > max_rows:
-            result = session.execute(delete(HistoryEntry).where(HistoryEntry.id <= newest - max_rows))
-            removed += int(getattr(result, "rowcount", 0) or 0)
+        with db.session() as session:
+            newest_first = select(HistoryEntry.id).order_by(HistoryEntry.id.desc())
+            cutoff = session.scalar(newest_first.offset(max_rows).limit(1))
+        if cutoff is not None:
+            bounds.append(HistoryEntry.id <= cutoff)
+    for bound in bounds:
+        while True:
+            ids = select(HistoryEntry.id).where(bound).order_by(HistoryEntry.id).limit(chunk).scalar_subquery()
+            with db.session() as session:
+                result = session.execute(delete(HistoryEntry).where(HistoryEntry.id.in_(ids)))
+            count = int(getattr(result, "rowcount", 0) or 0)
+            removed += count
+            if count < chunk:
+                break
     return removed
 
 

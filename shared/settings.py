@@ -20,6 +20,7 @@ ENTITIES: tuple[Entity, ...] = ("customers", "products", "orders")
 SANDBOX_WAVE_TOKEN = "sandbox-wave-token"  # noqa: S105 - the sandbox's published demo credential
 SANDBOX_CUSTOMERP_KEY = "sandbox-customerp-key"
 SANDBOX_BUSINESS_ID = "QnVzaW5lc3M6MWRhMmExNzctNzg2OC00NmMxLTgzMzktM2M4NjdlZDJlZGQ5"  # Business:1da2a177-…
+MIN_CONSOLE_SECRET = 12  # console passwords and the session key: shorter ones are refused at start-up
 # Wave's documented OAuth endpoints are `<this>authorize/` and `<this>token/` (reference notes §1).
 WAVE_OAUTH_URL = "https://api.waveapps.com/oauth2/"
 # What the flows read and write (notes §1, §15; write does not imply read): the business and its accounts (income
@@ -160,6 +161,14 @@ class Settings(BaseSettings):
     )
     console_tls_cert: Path | None = Field(None, description="TLS certificate of the console (PEM).")
     console_tls_key: Path | None = Field(None, description="TLS private key of the console (PEM).")
+
+    @field_validator("console_password", "console_readonly_password", "console_session_key")
+    @classmethod
+    def _console_secrets_are_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty means unset (compose passes `${...:-}`); anything shorter than 12 is guessed too quickly.
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_CONSOLE_SECRET:
+            raise ValueError(f"must be at least {MIN_CONSOLE_SECRET} characters long")
+        return value
 
     @model_validator(mode="before")
     @classmethod

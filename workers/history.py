@@ -17,10 +17,7 @@ def prune_history() -> int:
     """Delete history rows past WAVESYNC_HISTORY_RETENTION_DAYS and beyond WAVESYNC_HISTORY_MAX_ROWS."""
     ctx = get_context(load_settings)
     settings = ctx.settings
-    with ctx.db.session() as session:
-        removed = history.prune(
-            session, retention_days=settings.history_retention_days, max_rows=settings.history_max_rows
-        )
+    removed = history.prune(ctx.db, retention_days=settings.history_retention_days, max_rows=settings.history_max_rows)
     if removed:
         log.info("pruned %d history rows", removed)
     return removed

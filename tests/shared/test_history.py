@@ -8,6 +8,7 @@ from datetime import timedelta
 from shared import history
 from shared.messages import ChangeMessage
 from shared.settings import Settings
+from shared.store import links as store
 from shared.store.db import Database, upgrade
 from shared.store.models import HistoryEntry, utcnow
 
@@ -94,8 +95,62 @@ def test_a_records_stream_reads_newest_first_by_keyset_and_prunes_by_age_and_cou
         assert max(e.id for e in second) < ids[-1]
         # Found by the Wave id alone, too (rows from before the pair was linked name one side only).
         assert len(history.for_record(session, "customers", None, "W7", limit=100)) == 15
+    assert history.prune(db, retention_days=10.5, max_rows=0, now=now) == 20
+    assert history.prune(db, retention_days=0, max_rows=5, now=now) == 6
     with db.session() as session:
-        assert history.prune(session, retention_days=10.5, max_rows=0, now=now) == 20
-    with db.session() as session:
-        assert history.prune(session, retention_days=0, max_rows=5, now=now) == 6
         assert len(history.recent(session, limit=100)) == 5
+
+
+def test_the_row_bound_keeps_max_rows_across_id_gaps_and_deletes_in_chunks(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    with db.session() as session:
+        for _ in range(30):
+            decision = history.about(SETTINGS, "echo", MESSAGE)
+            assert decision is not None
+            session.add(HistoryEntry(**history.row(decision)))
+    with db.session() as session:  # a gap in the ids: rows 11-20 are gone
+        all_ids = [e.id for e in history.recent(session, limit=100)]
+        gap = sorted(all_ids)[10:20]
+        session.query(HistoryEntry).filter(HistoryEntry.id.in_(gap)).delete()
+    assert history.prune(db, retention_days=0, max_rows=15, now=utcnow(), chunk=2) == 5
+    with db.session() as session:
+        kept = [e.id for e in history.recent(session, limit=100)]
+        assert kept == sorted(set(all_ids) - set(gap), reverse=True)[:15]
+
+
+def _linked(db: Database, customerp_id: str, name: str) -> None:
+    with db.session() as session:
+        store.save_link(
+            session,
+            None,
+            entity="customers",
+            customerp_id=customerp_id,
+            wave_id=f"W-{customerp_id}",
+            snapshot={"name": name, "email": f"{customerp_id}@example.com"},
+            customerp_version="1",
+            wave_version="a",
+        )
+
+
+def test_name_search_finds_non_ascii_names_and_takes_wildcards_literally(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    _linked(db, "1", "Müller GmbH")
+    _linked(db, "2", 'Ørsted & "Sons"')
+    _linked(db, "3", "under_score Ltd")
+    _linked(db, "4", "underXscore Ltd")
+    _linked(db, "5", "100% Cotton")
+    with db.session() as session:
+
+        def ids(query: str) -> list[str | None]:
+            return sorted(f.customerp_id for f in history.find(session, query))
+
+        assert ids("Müller") == ["1"]
+        assert ids("müller gmbh") == ["1"]
+        assert ids("Ørsted") == ["2"]
+        assert ids('"Sons"') == ["2"]
+        assert ids("under_score") == ["3"]
+        assert ids("0%") == ["5"]
+        assert ids("%") == ["5"]
+        assert ids("Mxller") == []

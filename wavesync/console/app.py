@@ -60,26 +60,35 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def _local(target: str | None) -> str:
-    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+FAILED_LOGIN_DELAY = 0.5  # seconds; failures wait their turn, so a process answers at most ~2 of them a second
+
+
+def _local(target: object) -> str:
+    return target if isinstance(target, str) and target.startswith("/") and not target.startswith("//") else "/"
 
 
 def login_page(request: Request) -> Response:
     if current_user(request) is not None:
-        return RedirectResponse(_local(request.query_params.get("next")), status_code=303)
-    return console_of(request).render(request, "login.html", next=_local(request.query_params.get("next")), error=None)
+        return RedirectResponse(_local(request.session.pop("next", None)), status_code=303)
+    return console_of(request).render(request, "login.html", error=None)
 
 
 async def login(request: Request) -> Response:
     console = console_of(request)
     form = await request.form()
-    target = _local(str(form.get("next") or "/"))
     if not csrf_ok(request, form.get("csrf")):
-        return console.render(request, "login.html", status_code=403, next=target, error="The form expired: try again.")
-    user = authenticate(console.settings, str(form.get("username") or ""), str(form.get("password") or ""))
+        return console.render(request, "login.html", status_code=403, error="The form expired: try again.")
+    name = str(form.get("username") or "")
+    user = authenticate(console.settings, name, str(form.get("password") or ""))
     if user is None:
-        await asyncio.sleep(0.5)  # slows guessing; the comparison itself is constant-time
-        return console.render(request, "login.html", status_code=401, next=target, error="Wrong user or password.")
+        host = request.client.host if request.client else "?"
+        log.warning("console login failed for %r from %s", name[:80], host)
+        # One lock per app: parallel guesses queue behind each other instead of each sleeping side by side.
+        # The comparison itself is constant-time.
+        async with request.app.state.failed_login_lock:
+            await asyncio.sleep(FAILED_LOGIN_DELAY)
+        return console.render(request, "login.html", status_code=401, error="Wrong user or password.")
+    target = _local(request.session.get("next"))
     log_in(request, user)
     log.info("console login: %s (%s)", user.name, user.role)
     return RedirectResponse(target, status_code=303)
@@ -136,6 +145,8 @@ def create_app(settings: Settings, *, live_reads: bool = True, console: Console 
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.console = console
+    app.state.session_key = key
+    app.state.failed_login_lock = asyncio.Lock()
     return app
 
 

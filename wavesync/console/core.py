@@ -9,9 +9,11 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import jinja2
 import redis
+from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -62,6 +64,28 @@ def ago(seconds: Any) -> str:
     return f"{value / 3600:.1f}h"
 
 
+class Typed(str):
+    """Text the requester sent (a search, a filter, an id in the path), echoed as sent and never redacted: redacting
+    it would answer "is this a secret?" for whoever typed it (unauthenticated on the login page)."""
+
+
+MAX_ROW_ID = 2**63 - 1  # the largest id either database stores; a bigger one would overflow the driver
+
+
+def row_id(text: object) -> int | None:
+    """A row id from a query or form value: digits within the databases' integer range, else None."""
+    if not isinstance(text, str | int) or not str(text).isdigit():
+        return None
+    value = int(text)
+    return value if value <= MAX_ROW_ID else None
+
+
+def path_part(value: Any) -> str:
+    """A value as one URL path segment (or query value): `/`, `?`, `#`, spaces and the rest percent-encoded."""
+    quoted = quote(str(value), safe="")
+    return Typed(quoted) if isinstance(value, Typed) else quoted
+
+
 def shown(value: Any) -> str:
     """A record value in a table cell: text as it is, anything else as compact JSON."""
     if value is None:
@@ -90,8 +114,11 @@ class Console:
             autoescape=True,  # every value is escaped: record data is whatever people typed into two systems
             trim_blocks=True,
             lstrip_blocks=True,
+            # Redaction runs on each value before it is escaped (so a secret with & or " is caught too) and skips
+            # what the requester sent: the page never differs by whether their input happens to be a secret.
+            finalize=self._finalize,
         )
-        self.env.filters.update(when=when, ago=ago, shown=shown)
+        self.env.filters.update(when=when, ago=ago, shown=shown, path_part=path_part)
 
     @property
     def redis(self) -> redis.Redis | None:
@@ -122,11 +149,23 @@ class Console:
     def redact(self, text: str) -> str:
         return logs.redact(text, self.settings.secrets())
 
+    def _finalize(self, value: Any) -> Any:
+        if value is None or isinstance(value, Typed | bool | int | float):
+            return value
+        if isinstance(value, Markup):  # already escaped (join, replace, a captured block): match escaped secrets
+            text = str(value)
+            for secret in self.settings.secrets():
+                if secret:
+                    text = text.replace(str(escape(secret)), "***")
+            return Markup(text)  # noqa: S704 - was Markup, only secrets replaced by ***
+        return self.redact(str(value))
+
     # --- rendering ------------------------------------------------------------------------------------------
 
     def render(self, request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
         user = current_user(request)
-        flashes = request.session.pop("flash", []) if user else []
+        # Flashes are our own words plus the ids and counts of the action the requester just took.
+        flashes = [{**f, "text": Typed(f["text"])} for f in request.session.pop("flash", [])] if user else []
         html = self.env.get_template(template).render(
             request=request,
             user=user,
@@ -135,8 +174,7 @@ class Console:
             page=values.pop("page", ""),
             **values,
         )
-        # Nothing configured is ever rendered; this is the last line of defence for a value that slipped through.
-        return HTMLResponse(self.redact(html), status_code=status_code)
+        return HTMLResponse(html, status_code=status_code)
 
 
 def flash(request: Request, text: str, kind: str = "ok") -> None:
@@ -150,7 +188,9 @@ def console_of(request: Request) -> Console:
 
 
 def login_redirect(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    # Where to go after logging in stays in the session: the login page never echoes it.
+    request.session["next"] = request.url.path
+    return RedirectResponse("/login", status_code=303)
 
 
 async def action_form(request: Request) -> tuple[User, FormData] | Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 from starlette.requests import Request
@@ -15,7 +16,7 @@ from shared.deadletters import DeadLetters, Filter
 from shared.settings import ENTITIES
 from shared.store.models import DeadLetter
 from wavesync.console.auth import current_user
-from wavesync.console.core import Console, action_form, console_of, flash, in_thread, login_redirect
+from wavesync.console.core import Console, Typed, action_form, console_of, flash, in_thread, login_redirect, row_id
 from wavesync.console.records import comparison, live_records
 
 PAGE = 50
@@ -52,7 +53,7 @@ def _filter_query(where: Filter) -> dict[str, str]:
         "reason": where.reason or "",
         "since": where.since.strftime("%Y-%m-%dT%H:%M") if where.since else "",
     }
-    return out
+    return {k: Typed(v) for k, v in out.items()}  # the requester's own filter, echoed as sent
 
 
 def _count(console: Console, where: Filter) -> int:
@@ -71,15 +72,18 @@ def dead_letters(request: Request) -> Response:
         return login_redirect(request)
     console = console_of(request)
     where = parse_filter(request.query_params)
-    before = request.query_params.get("before")
-    before_id = int(before) if before and before.isdigit() else None
+    before_id = row_id(request.query_params.get("before"))
+    query = _filter_query(where)
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     entries = DeadLetters(console.db).page(where, before_id=before_id, limit=PAGE)
     return console.render(
         request,
         "dead_letters.html",
         page="dead-letters",
         entries=entries,
-        where=_filter_query(where),
+        where=query,
+        filter_query=Typed(urlencode(query)),
+        back=Typed(back),
         matching=_count(console, where),
         count_cap=COUNT_CAP,
         error_classes=_error_classes(console),
@@ -93,10 +97,10 @@ def dead_letter(request: Request) -> Response:
     if current_user(request) is None:
         return login_redirect(request)
     console = console_of(request)
-    entry_id = int(request.path_params["entry_id"])
-    entry = DeadLetters(console.db).get(entry_id)
+    entry_id = row_id(request.path_params["entry_id"])
+    entry = DeadLetters(console.db).get(entry_id) if entry_id is not None else None
     if entry is None:
-        return console.render(request, "not_found.html", status_code=404, what=f"dead letter {entry_id}")
+        return console.render(request, "not_found.html", status_code=404, what="such dead letter")
     live = live_records(console, entry["entity"], entry["customerp_id"], entry["wave_id"])
     rows = comparison(entry["entity"], live, None)
     return console.render(request, "dead_letter.html", page="dead-letters", entry=entry, live=live, rows=rows)
@@ -106,7 +110,7 @@ def _selection(form: Any) -> tuple[Filter, str] | None:
     scope = form.get("scope") or "selected"
     if scope == "matching":
         return parse_filter(form), "every entry matching the filter"
-    ids = tuple(int(v) for v in form.getlist("ids") if str(v).isdigit())
+    ids = tuple(i for v in form.getlist("ids") if (i := row_id(v)) is not None)
     if not ids:
         return None
     # Selected entries are named by id whatever their status: a resolved one may be replayed on purpose.
@@ -147,7 +151,7 @@ async def purge(request: Request) -> Response:
     where, described = selection
     if form.get("confirm") != "yes":
         count = await in_thread(_count, console, where)
-        fields = [(k, v) for k, v in form.multi_items() if k not in ("csrf", "confirm")]
+        fields = [(k, Typed(str(v))) for k, v in form.multi_items() if k not in ("csrf", "confirm")]
         return console.render(
             request, "confirm_purge.html", page="dead-letters", count=count, described=described, fields=fields
         )

@@ -16,7 +16,17 @@ from shared.settings import ENTITIES
 from shared.store import links as store
 from shared.store.models import DeadLetter, Link
 from wavesync.console.auth import current_user
-from wavesync.console.core import Console, action_form, console_of, flash, in_thread, login_redirect
+from wavesync.console.core import (
+    Console,
+    Typed,
+    action_form,
+    console_of,
+    flash,
+    in_thread,
+    login_redirect,
+    path_part,
+    row_id,
+)
 
 HISTORY_PAGE = 50
 BASES, PENDING = "__bases__", "__pending__"  # an unsettled pair's snapshot (see workers/engine.py)
@@ -105,7 +115,7 @@ def search(request: Request) -> Response:
         request,
         "records.html",
         page="records",
-        query=query,
+        query=Typed(query),
         entity=entity or "",
         entities=ENTITIES,
         results=[(r, record_url(r)) for r in results],
@@ -133,13 +143,13 @@ def record(request: Request) -> Response:
     if target is None:
         return console.render(request, "not_found.html", status_code=404, what="that record")
     entity, system, record_id = target
-    before = request.query_params.get("before")
-    before_id = int(before) if before and before.isdigit() else None
+    before_id = row_id(request.query_params.get("before"))
     with console.db.session() as session:
         link = store.find_link(session, entity, system, record_id)
         ids = {"customerp": None, "wave": None, system: record_id}
         if link is not None:
             ids = {"customerp": link.customerp_id, "wave": link.wave_id}
+        ids[system] = Typed(record_id)  # as requested (the link was found by it)
         events = [
             history.entry_json(e)
             for e in history.for_record(
@@ -164,7 +174,8 @@ def record(request: Request) -> Response:
         page="records",
         entity=entity,
         system=system,
-        record_id=record_id,
+        record_id=Typed(record_id),
+        here=Typed(f"/records/{entity}/{system}/{path_part(record_id)}"),
         ids=ids,
         link=link_info,
         live=live,

@@ -114,3 +114,33 @@ def test_a_watermark_created_concurrently_is_read_not_duplicated(database_url: s
         second.get = lambda *a, **k: None if not k else type(second).get(second, *a, **k)  # type: ignore[method-assign]
         mark = store.get_watermark(second, "wave", "customers")
         assert (mark.system, mark.entity, mark.position) == ("wave", "customers", "a")
+
+
+def test_downgrade_below_history_drops_resolved_dead_letters_rather_than_reopen_them(database_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from shared.store.db import alembic_config
+
+    upgrade(database_url)
+    db = Database(database_url)
+    with db.session() as s:
+        for source_id in ("open-1", "done-1"):
+            store.record_dead_letter(
+                s,
+                entity="customers",
+                source="customerp",
+                source_id=source_id,
+                customerp_id=source_id,
+                wave_id=None,
+                message={"x": 1},
+                version="1",
+                error_class="InvalidDataError",
+                reason="bad",
+                field_paths=[],
+            )
+        assert store.resolve_dead_letters(s, "customers", {"customerp": "done-1"}) == 1
+    db.engine.dispose()
+    command.downgrade(alembic_config(database_url), "0002")
+    with Database(database_url).engine.connect() as conn:
+        assert conn.execute(text("SELECT source_id FROM dead_letters")).scalars().all() == ["open-1"]

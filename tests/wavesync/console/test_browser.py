@@ -2,8 +2,9 @@
 both sandboxes: log in, the overview against `status --json`, a bad product dead-lettered, fixed, replayed with the
 button and shown resolved, a field-level merge in a record's history, and the read-only role without buttons.
 
-The screenshots in docs/screenshots/ come from this module. Without Chromium the module is skipped with the reason;
-under CI (the CI variable set) a missing Chromium fails it.
+The screenshots in docs/screenshots/ come from this module, written there only when asked
+(`WAVESYNC_SCREENSHOTS=docs/screenshots`), otherwise into a temporary directory. Without Chromium the module is
+skipped with the reason; under CI (the CI variable set) a missing Chromium fails it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,7 +42,13 @@ CHROMIUM_ARGS = [
 ]
 OPERATOR = ("operator", "browser-test-operator-pw")
 VIEWER = ("viewer", "browser-test-viewer-pw")
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
+REPO = Path(__file__).resolve().parents[3]
+# A test run never rewrites the tracked docs copy unless asked to.
+SCREENSHOTS = (
+    REPO / os.environ["WAVESYNC_SCREENSHOTS"]
+    if os.environ.get("WAVESYNC_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / f"wavesync-screenshots-{os.getpid()}"
+)
 
 if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
     if os.environ.get("CI"):
@@ -175,6 +183,7 @@ def test_a_bad_product_dead_letters_is_fixed_and_replayed_with_the_button(browse
 def test_a_record_edited_on_both_sides_shows_a_field_level_merge(browser: Browser, stack: Stack) -> None:
     system = stack.system
     system.stop_beat()  # both edits must meet in one sync: no poll in between
+    system.wait_idle(60)  # nor one beat queued or started before it stopped
     try:
         customer = system.boxes.snapshot("customerp")["customers"][0]
         with system.ctx.db.session() as session:

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr, ValidationError
 
 from sandboxes.serve import ServerThread
 from shared.deadletters import DeadLetters, Filter
-from shared.settings import Settings
+from shared.settings import Settings, describe_validation_error
+from shared.store import links as store
 from shared.store.db import Database
-from tests.wavesync.console.conftest import SECRETS, VIEWER_PASSWORD, XSS, csrf_of, log_in
-from wavesync.console.app import bind_warning, create_app
+from tests.wavesync.console.conftest import (
+    CP_KEY,
+    OPERATOR_PASSWORD,
+    SECRETS,
+    VIEWER_PASSWORD,
+    WAVE_TOKEN,
+    XSS,
+    csrf_of,
+    log_in,
+)
+from wavesync.console.app import FAILED_LOGIN_DELAY, bind_warning, create_app
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +188,146 @@ def test_the_console_binds_loopback_by_default_and_warns_when_exposed_without_tl
     assert "without TLS" in warning
     tls = Settings(console_host="0.0.0.0", console_tls_cert="c.pem", console_tls_key="k.pem")
     assert bind_warning(tls) is None
+
+
+def _guessed(client: httpx.Client, url: str, guess: str) -> str:
+    """The page with the guess itself blanked out: what is left must not depend on whether it was a secret."""
+    answer = client.get(url.format(guess=guess))
+    assert answer.status_code in (200, 404), (url, answer.status_code)
+    return answer.text.replace(guess, "GUESS")
+
+
+def test_a_guess_at_a_secret_is_answered_like_any_other_guess(client: httpx.Client) -> None:
+    others = ("not-a-secret-1234", "zz-nothing-like-it")
+    client.get("/login")  # the session (and its CSRF token) exists before the comparison
+    for secret in SECRETS:
+        for other in others:
+            assert _guessed(client, "/login?next=/{guess}", secret) == _guessed(client, "/login?next=/{guess}", other)
+    log_in(client, "viewer", VIEWER_PASSWORD)
+    for url in (
+        "/records?q={guess}",
+        "/dead-letters?reason={guess}",
+        "/dead-letters?error_class={guess}&status=all",
+        "/records/customers/customerp/{guess}",
+        "/records/customers/customerp/{guess}?before=5",
+    ):
+        for secret in SECRETS:
+            assert _guessed(client, url, secret) == _guessed(client, url, others[0]), url
+
+
+def test_the_login_page_never_echoes_next_and_the_login_returns_where_it_was_asked(client: httpx.Client) -> None:
+    assert "next" not in client.get("/login?next=/records").text
+    assert client.get("/dead-letters", follow_redirects=False).headers["location"] == "/login"
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={"csrf": token, "username": "operator", "password": OPERATOR_PASSWORD})
+    assert str(answer.url).endswith("/dead-letters")
+
+
+def test_failed_logins_wait_their_turn_and_are_logged_without_the_password(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(n: int) -> int:
+        with httpx.Client(base_url=str(client.base_url), timeout=30) as own:
+            token = csrf_of(own.get("/login").text)
+            form = {"csrf": token, "username": "operator", "password": f"wrong-guess-{n}"}
+            return own.post("/login", data=form).status_code
+
+    caplog.set_level(logging.WARNING, logger="wavesync.console.app")
+    started = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(fail, range(6))) == [401] * 6
+    # In parallel, six failures would take ~0.5s if each slept on its own; queued they take ~3s.
+    assert time.monotonic() - started >= 6 * FAILED_LOGIN_DELAY * 0.9
+    assert caplog.text.count("console login failed for 'operator' from 127.0.0.1") == 6
+    assert "wrong-guess" not in caplog.text
+
+
+def test_a_changed_password_ends_the_sessions_made_with_the_old_one(client: httpx.Client, settings: Settings) -> None:
+    log_in(client)
+    with ServerThread(create_app(settings, live_reads=False)) as same:
+        assert client.get(f"{same.url}/", follow_redirects=False).status_code == 200  # the cookie is good elsewhere
+    changed = settings.model_copy(update={"console_password": SecretStr("a-brand-new-password")})
+    with ServerThread(create_app(changed, live_reads=False)) as other:
+        answer = client.get(f"{other.url}/", follow_redirects=False)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/login"
+
+
+def test_console_passwords_and_the_session_key_shorter_than_12_are_refused() -> None:
+    for name in ("console_password", "console_readonly_password", "console_session_key"):
+        with pytest.raises(ValidationError) as refused:
+            Settings(**{name: "short-11-ch"})
+        assert describe_validation_error(refused.value) == [
+            f"invalid setting WAVESYNC_{name.upper()}: must be at least 12 characters long"
+        ]
+        assert Settings(**{name: "long-enough!"})  # 12
+
+
+def test_over_large_ids_are_not_found_rather_than_an_error(client: httpx.Client) -> None:
+    token = log_in(client)
+    huge = str(2**64)
+    assert client.get(f"/dead-letters/{huge}").status_code == 404
+    assert client.get(f"/dead-letters?before={huge}").status_code == 200
+    assert client.get(f"/records/customers/customerp/101?before={huge}").status_code == 200
+    replayed = client.post("/dead-letters/replay", data={"csrf": token, "scope": "selected", "ids": huge})
+    assert "nothing selected" in replayed.text
+
+
+def test_ids_in_links_are_url_encoded(client: httpx.Client, settings: Settings) -> None:
+    odd = "a/b?c#d e"
+    with Database(settings.database_url).session() as session:
+        store.record_dead_letter(
+            session,
+            entity="customers",
+            source="customerp",
+            source_id=odd,
+            customerp_id=odd,
+            wave_id=None,
+            message={"entity": "customers", "source": "customerp", "source_id": odd},
+            version="1",
+            error_class="InvalidDataError",
+            reason="odd id",
+            field_paths=[],
+        )
+    log_in(client)
+    assert 'href="/records/customers/customerp/a%2Fb%3Fc%23d%20e"' in client.get("/dead-letters").text
+    record = client.get("/records/customers/customerp/a%2Fb%3Fc%23d%20e")
+    assert 'formaction="/records/customers/customerp/a%2Fb%3Fc%23d%20e/sync"' in record.text
+
+
+def test_a_secret_that_reached_the_data_is_never_shown(client: httpx.Client, settings: Settings) -> None:
+    leak = f"Leaky {CP_KEY} & Co"
+    with Database(settings.database_url).session() as session:
+        store.save_link(
+            session,
+            None,
+            entity="customers",
+            customerp_id="105",
+            wave_id="W-105",
+            snapshot={"name": leak, "email": "leaky@example.com", "number": "C-105"},
+            customerp_version="1",
+            wave_version="2026-01-01T00:00:00.000Z",
+        )
+        store.record_dead_letter(
+            session,
+            entity="customers",
+            source="customerp",
+            source_id="106",
+            customerp_id="106",
+            wave_id=None,
+            message={"entity": "customers", "source": "customerp", "source_id": "106", "snapshot": {"n": leak}},
+            version="1",
+            error_class="InvalidDataError",
+            reason=f"refused: {leak} (token {WAVE_TOKEN})",
+            field_paths=[f"name.{CP_KEY}"],
+        )
+    log_in(client)
+    pages = (*PAGES, "/records?q=Leaky", "/records/customers/customerp/105", "/records/customers/customerp/106")
+    letters = DeadLetters(Database(settings.database_url)).list(Filter(status="all"))
+    seen = 0
+    for page in (*pages, *(f"/dead-letters/{e['id']}" for e in letters)):
+        html = client.get(page).text
+        for secret in SECRETS:
+            assert secret not in html, page
+        seen += "Leaky *** &amp; Co" in html
+    assert seen >= 3  # the name is shown, redacted: the list, the record, its dead letter

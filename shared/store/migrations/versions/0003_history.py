@@ -42,6 +42,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Before 0003 a resolved dead letter was deleted: kept, it would turn back into an open one and be replayed.
+    op.execute("DELETE FROM dead_letters WHERE resolved_at IS NOT NULL")
     with op.batch_alter_table("dead_letters", schema=None) as batch_op:
         batch_op.drop_column("resolution")
         batch_op.drop_column("resolved_at")
