@@ -205,7 +205,7 @@ def holds(record: Canonical, sent: Canonical, identity: tuple[str, ...]) -> bool
 # a record whose update went unanswered is written again, wait this many HTTP timeouts.
 CREATE_SETTLE_TIMEOUTS = 2.0
 # A record that may be the product of another sync's unfinished create looks again at least this often.
-CREATED_LINK_RECHECK_S = 10.0
+CREATED_LINK_RECHECK_S = 5.0
 # How long an unfinished create keeps a matching record on its target side from being created back.
 CREATE_IN_FLIGHT_S = 900.0
 # Rounds of merge → write → compare before giving up on a record that keeps changing under us.
@@ -505,6 +505,7 @@ class PairSync:
                 "land; looking for it shortly",
                 system="sync",
                 retry_after=settle - waited + 0.1,
+                wait_at_most=settle - waited + 1.0,  # the wait ends then: backing off past it only adds delay
             )
         created = flow.match(ctx, target, sent, previous.started - timedelta(minutes=5))
         if created is None:
@@ -636,6 +637,7 @@ class PairSync:
                     f"an unanswered write to wave {flow.entity[:-1]} {record_id} may still land; waiting {held:.1f}s",
                     system="sync",
                     retry_after=held,
+                    wait_at_most=held + 1.0,
                 )
         try:
             return flow.update(ctx, system, record, merged, changed, verify=system not in self.fresh)
