@@ -59,6 +59,7 @@ class LeaseKeeper:
         self._heartbeat: redis.Redis | None = None
         self._pid = -1
         self._wake = threading.Event()
+        self._unreachable = False
 
     def hold(self, lock: redis.lock.Lock) -> None:
         with self._guard:
@@ -94,7 +95,14 @@ class LeaseKeeper:
             try:
                 self._heartbeat.set(keys.worker_key(process_id()), "1", ex=HEARTBEAT_TTL_S)
             except redis.exceptions.RedisError as exc:
-                log.warning("could not renew this worker's heartbeat: %s", exc)
+                # Once per outage, not every few seconds: the worker's own connection errors say the rest.
+                if not self._unreachable:
+                    log.warning("could not renew this worker's leases (Redis unreachable): %s", exc)
+                self._unreachable = True
+            else:
+                if self._unreachable:
+                    log.info("renewing this worker's leases again")
+                self._unreachable = False
         for lock in locks:
             try:
                 lock.reacquire()
