@@ -39,6 +39,7 @@ KINDS = (
     "replayed",
     "purged",
     "repair",  # reconcile enqueued a repair
+    "paused",  # the connection it needs waits for re-authorization (`wavesync connect wave`): the message waits
 )
 # A value longer than this (as JSON) is replaced by a short description: a diff stays a few hundred bytes.
 MAX_VALUE_CHARS = 240
@@ -232,6 +233,15 @@ def record_outcome(db: Any, settings: Settings, message: ChangeMessage, outcome:
         return
     with db.session() as session:
         record(session, about(settings, outcome, message, reason=UNSTORED_OUTCOMES[outcome]))
+
+
+def record_paused(db: Any, settings: Settings, message: ChangeMessage, reason: str) -> None:
+    """The message waits for a connection that needs re-authorization (recorded once per message, on its first
+    pause). The reason names the connection's state, never a credential."""
+    if not settings.history_enabled:
+        return
+    with db.session() as session:
+        record(session, about(settings, "paused", message, reason=reason[:1000]))
 
 
 def dead_lettered(

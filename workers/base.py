@@ -142,6 +142,8 @@ class SyncTask(Task):  # type: ignore[type-arg]
         except RateLimitedError as exc:
             return self._retry(message, failures, exc, count=False)
         except PausedError as exc:
+            if not self.request.retries:  # one history row per waiting message, not one per 30-60 s retry
+                history.record_paused(self.ctx.db, self.ctx.settings, message, str(exc))
             return self._retry(message, failures, exc, count=False, paused=True)
         except MustWaitError as exc:
             return self._retry(message, failures, exc, count=False, wait=True)

@@ -13,11 +13,13 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import select
 
 from producers.pollers import Poller
 from producers.reconcile import run_scheduled
 from sandboxes.wave.oauth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from shared.store import credentials
+from shared.store.models import HistoryEntry
 from tests.harness import Sandboxes, System
 from tests.workers.support import running, wait_for
 from wavesync.connect import connect_wave
@@ -119,6 +121,10 @@ def test_a_revoked_grant_pauses_and_connect_wave_resumes(
         time.sleep(3)  # the messages come back, and wait again, a few times
         assert system.busy() == 4  # waiting, not lost
         assert system.dead_letters() == []
+        with system.ctx.db.session() as session:
+            paused = session.scalars(select(HistoryEntry).where(HistoryEntry.kind == "paused")).all()
+        assert len(paused) == 4, "each waiting record's history says it is paused, once"
+        assert all("needs re-authorization" in (row.reason or "") for row in paused)
         assert wave_customers(system) == 4
         skipped = Poller(system.ctx, "wave", "customers").run().skipped
         assert "needs re-authorization" in skipped
