@@ -122,33 +122,35 @@ def _back(form: Any) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/dead-letters"
 
 
-async def replay(request: Request) -> Response:
+async def _selected_action(request: Request) -> Response | tuple[Console, Any, Filter, str]:
+    """The checks every dead-letter action starts with (session, CSRF, role; something selected), or the answer
+    that ends it."""
     checked = await action_form(request)
     if isinstance(checked, Response):
         return checked
     _user, form = checked
-    console = console_of(request)
     selection = _selection(form)
     if selection is None:
         flash(request, "nothing selected", "warn")
         return RedirectResponse(_back(form), status_code=303)
-    where, described = selection
+    return console_of(request), form, *selection
+
+
+async def replay(request: Request) -> Response:
+    selected = await _selected_action(request)
+    if isinstance(selected, Response):
+        return selected
+    console, form, where, described = selected
     count = await in_thread(DeadLetters(console.db, console.settings).replay, where, console.send)
     flash(request, f"replayed {count} dead letter(s) ({described}): each is re-read and synced; see its status")
     return RedirectResponse(_back(form), status_code=303)
 
 
 async def purge(request: Request) -> Response:
-    checked = await action_form(request)
-    if isinstance(checked, Response):
-        return checked
-    _user, form = checked
-    console = console_of(request)
-    selection = _selection(form)
-    if selection is None:
-        flash(request, "nothing selected", "warn")
-        return RedirectResponse(_back(form), status_code=303)
-    where, described = selection
+    selected = await _selected_action(request)
+    if isinstance(selected, Response):
+        return selected
+    console, form, where, described = selected
     if form.get("confirm") != "yes":
         count = await in_thread(_count, console, where)
         fields = [(k, Typed(str(v))) for k, v in form.multi_items() if k not in ("csrf", "confirm")]
