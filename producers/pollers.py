@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from shared import keys, metrics
+from shared import keys, message_leases, metrics
 from shared.celery_app import app
 from shared.context import Context, get_context
 from shared.errors import RetryableError
@@ -53,6 +53,7 @@ class PollStats:
     page_retries: int = 0
     newest: str = ""
     skipped: str = ""
+    resent: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,7 +89,38 @@ class Poller:
                 for archived in (False, True) if self.entity == "products" else (None,):
                     self._poll_wave(archived)
             self._record_run(started)
+            self._resend_lost()
         return self.stats
+
+    def _resend_lost(self) -> None:
+        """Send again the records whose message the broker lost.
+
+        kombu's Redis transport pops a message (BRPOP) before it records it as unacknowledged, so a worker killed
+        between the two loses that message; the record's pending marker then keeps every later poll from sending it
+        again (and the watermark has passed it). A marker older than the message lease, while its entity's queue is
+        empty and no worker holds a message for the record, is such a loss: send a message that re-reads the record
+        (should the original turn up after all, the second run of it is a no-op)."""
+        ctx = self.ctx
+        if int(ctx.redis.llen(self.entity)) > 0:
+            return  # a backlog: the marker's message may still be waiting in it
+        suspects = ctx.coordinator.pending_older_than(self.entity, self.system, ctx.settings.message_lease)
+        if not suspects:
+            return
+        held = message_leases.records_in_flight(ctx.redis)
+        for record_id, version in suspects.items():
+            if (self.entity, self.system, record_id) in held:
+                continue
+            log.warning(
+                "%s %s:%s: its message was lost (a worker killed as it took it); sending it again",
+                self.entity,
+                self.system,
+                record_id,
+            )
+            ctx.coordinator.restart_pending(self.entity, self.system, record_id, version)
+            _send(
+                ChangeMessage(entity=self.entity, source=self.system, source_id=record_id, version=version, reread=True)
+            )
+            self.stats.resent += 1
 
     # --- Customerp --------------------------------------------------------------------------------------------
 
@@ -287,5 +319,6 @@ def poll(system: System, entity: Entity) -> dict[str, Any]:
         "echoes": stats.echoes,
         "coalesced": stats.coalesced,
         "page_retries": stats.page_retries,
+        "resent": stats.resent,
         "skipped": stats.skipped,
     }

@@ -52,6 +52,28 @@ class Coordinator:
         key = keys.pending_key(entity, system, record_id)
         return bool(self._mark_pending(keys=[key], args=[version, PENDING_TTL_S]))
 
+    def pending_older_than(self, entity: Entity, system: str, seconds: float) -> dict[str, str]:
+        """{record id: version} of the records marked pending at least `seconds` ago."""
+        found: dict[str, str] = {}
+        prefix = keys.pending_key(entity, system, "")
+        names = list(self.redis.scan_iter(match=f"{prefix}*", count=500))
+        if not names:
+            return found
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(name)
+            pipe.ttl(name)
+        answers = pipe.execute()
+        for name, version, ttl in zip(names, answers[::2], answers[1::2], strict=True):
+            age = PENDING_TTL_S - int(ttl)
+            if isinstance(version, bytes) and ttl > 0 and age >= seconds:
+                found[name.decode().removeprefix(prefix)] = version.decode()
+        return found
+
+    def restart_pending(self, entity: Entity, system: str, record_id: str, version: str) -> None:
+        """Mark the record pending anew (its message was just sent again)."""
+        self.redis.set(keys.pending_key(entity, system, record_id), version, ex=PENDING_TTL_S)
+
     def take_pending(self, entity: Entity, system: str, record_id: str) -> str | None:
         """Called when a worker starts a record: later changes will enqueue anew. Returns the newest version
         seen while the message waited, if any."""

@@ -17,6 +17,8 @@ meanwhile is not brought back.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -38,6 +40,23 @@ def held_delivery_tags(qos: Any) -> list[str]:
         except RuntimeError:  # changed size during iteration: read again
             continue
     return []
+
+
+def records_in_flight(client: redis.Redis, unacked_key: str = "unacked") -> set[tuple[str, str, str]]:
+    """(entity, source, source id) of every sync message some worker holds unacknowledged (kombu keeps each as
+    `[raw message, exchange, routing key]` in the `unacked` hash; the task's first argument is our message)."""
+    held: set[tuple[str, str, str]] = set()
+    for value in client.hvals(unacked_key):
+        try:
+            raw = json.loads(value)[0]
+            body = raw["body"]
+            if raw.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            message = json.loads(body)[0][0]
+            held.add((str(message["entity"]), str(message["source"]), str(message["source_id"])))
+        except (ValueError, LookupError, TypeError):
+            continue  # not one of our sync messages (a poll, a replay)
+    return held
 
 
 def renew(client: redis.Redis, index_key: str, tags: list[str], now: float) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from producers.pollers import Poller
 from shared import keys
+from shared.coordination import PENDING_TTL_S
 from shared.errors import RetryableError
 from shared.settings import Entity
 from shared.store import links as store
@@ -121,3 +122,49 @@ def test_the_watermark_passes_only_pages_whose_messages_are_queued(
     resumed = Poller(idle.ctx, "customerp", "customers").run()
     assert resumed.enqueued == 7
     assert len({m["source_id"] for m in queued(idle, "customers")}) == 12
+
+
+def age_pending(system: System, entity: Entity, seconds: float) -> None:
+    """Make every pending marker of `entity` look `seconds` old (their TTL counts down from PENDING_TTL_S)."""
+    for name in system.redis.scan_iter(match=keys.pending_key(entity, "customerp", "*")):
+        system.redis.expire(name, int(PENDING_TTL_S - seconds))
+
+
+def test_a_message_lost_by_a_killed_worker_is_sent_again_once_its_marker_is_old(idle: System) -> None:
+    """kombu pops a message before it records it as unacknowledged: a worker killed in between loses it, and the
+    record's pending marker would keep every later poll from sending it again."""
+    seed_customers(idle, 3)
+    assert Poller(idle.ctx, "customerp", "customers").run().enqueued == 3
+    lost = queued(idle, "customers")[-1]["source_id"]
+    idle.redis.rpop("customers")  # BRPOP pops from the right: the next message a worker would have taken
+    assert lost not in {m["source_id"] for m in queued(idle, "customers")}
+
+    # While the queue still holds messages, a marker may belong to one of them: nothing is sent again.
+    age_pending(idle, "customers", idle.settings.message_lease + 1)
+    assert Poller(idle.ctx, "customerp", "customers").run().resent == 0
+
+    # A worker took and finished the others; a young marker is left alone, an old one with no message is a loss.
+    for message in queued(idle, "customers"):
+        idle.ctx.coordinator.take_pending("customers", "customerp", message["source_id"])
+        idle.ctx.coordinator.mark_done("customers", "customerp", message["source_id"], message["version"])
+    idle.redis.delete("customers")
+    age_pending(idle, "customers", idle.settings.message_lease - 5)
+    assert Poller(idle.ctx, "customerp", "customers").run().resent == 0
+    age_pending(idle, "customers", idle.settings.message_lease + 1)
+    assert Poller(idle.ctx, "customerp", "customers").run().resent == 1
+    [again] = queued(idle, "customers")
+    assert again["source_id"] == lost
+    assert again["reread"] is True
+    # Sent again, its marker is young again: the next poll does not send it a third time.
+    assert Poller(idle.ctx, "customerp", "customers").run().resent == 0
+
+
+def test_a_record_a_worker_still_holds_is_not_sent_again(idle: System) -> None:
+    seed_customers(idle, 1)
+    assert Poller(idle.ctx, "customerp", "customers").run().enqueued == 1
+    # As kombu keeps a delivered message until it is acknowledged: [raw message, exchange, routing key].
+    raw = idle.redis.rpop("customers")
+    assert isinstance(raw, bytes)
+    idle.redis.hset("unacked", "tag-1", json.dumps([json.loads(raw), "", "customers"]))
+    age_pending(idle, "customers", idle.settings.message_lease + 1)
+    assert Poller(idle.ctx, "customerp", "customers").run().resent == 0
