@@ -41,6 +41,7 @@ from shared.errors import (
     RateLimitedError,
     RetryableError,
 )
+from shared.leases import HEARTBEAT_TTL_S
 from shared.mapping.fields import Canonical, FieldMap, FieldValueError, canonical_from, changed_fields, payload
 from shared.merge import Resolver, is_empty, rebase, three_way_merge
 from shared.messages import ChangeMessage, System, other
@@ -418,8 +419,10 @@ class PairSync:
                 ctx.coordinator.touch_create(flow.entity, target, self.msg.source_id, ctx.clock().isoformat())
             try:
                 created = flow.create(ctx, target, sent, self.msg.source_id)
-            except (RateLimitedError, PermanentError) as exc:
-                # Refused, so this attempt made nothing; an earlier one may have, and its intent must stay.
+            except (RateLimitedError, PermanentError, MustWaitError) as exc:
+                # Refused, or stopped before anything was sent (an order's customer busy in another sync, a paused
+                # connection), so this attempt made nothing; an earlier one may have, and its intent must stay.
+                # Left behind, this attempt's intent would have the next attempt wait out a create never sent.
                 if previous is None:
                     ctx.coordinator.end_create(flow.entity, target, self.msg.source_id)
                 if target == "customerp" and "idempotency_key" in str(exc):
@@ -504,8 +507,10 @@ class PairSync:
                 f"an earlier attempt to create the Wave partner of {self.source}:{self.msg.source_id} may still "
                 "land; looking for it shortly",
                 system="sync",
-                retry_after=settle - waited + 0.1,
-                wait_at_most=settle - waited + 1.0,  # the wait ends then: backing off past it only adds delay
+                retry_after=min(settle - waited, HEARTBEAT_TTL_S) + 0.1,
+                # Look again when the wait ends, or sooner: a sender that dies meanwhile shortens the wait to one
+                # timeout once its heartbeat lapses, and a record must not sit out the longer one it was given.
+                wait_at_most=min(settle - waited, HEARTBEAT_TTL_S) + 1.0,
             )
         created = flow.match(ctx, target, sent, previous.started - timedelta(minutes=5))
         if created is None:
