@@ -267,6 +267,13 @@ def _scratch_body(name: str) -> dict[str, Any]:
     }
 
 
+def _scratch(api: _Api, run: str, purpose: str) -> dict[str, Any]:
+    """A new scratch customer for one write check (deleted with the others at the end)."""
+    return _created(
+        api, api.request("POST", "customers", json=_scratch_body(f"{SCRATCH_PREFIX}{run}-{purpose}"), headers={})
+    )
+
+
 def _created(api: _Api, response: httpx.Response) -> dict[str, Any]:
     body = api.json(response)
     if isinstance(body, dict) and isinstance(body.get("id"), str):
@@ -311,9 +318,7 @@ def check_idempotent_create(api: _Api, run: str) -> str:
 
 
 def check_conditional_patch(api: _Api, run: str) -> str:
-    record = _created(
-        api, api.request("POST", "customers", json=_scratch_body(f"{SCRATCH_PREFIX}{run}-patch"), headers={})
-    )
+    record = _scratch(api, run, "patch")
     path = f"customers/{record['id']}"
     missing = api.request("PATCH", path, json={"phone": "+47 22 00 00 00"})
     if missing.status_code != 428:
@@ -332,9 +337,7 @@ def check_conditional_patch(api: _Api, run: str) -> str:
 
 
 def check_merge_patch(api: _Api, run: str) -> str:
-    record = _created(
-        api, api.request("POST", "customers", json=_scratch_body(f"{SCRATCH_PREFIX}{run}-merge"), headers={})
-    )
+    record = _scratch(api, run, "merge")
     path = f"customers/{record['id']}"
     version = record["version"]
     patch = {"phone": "+47 22 00 00 00", "billing_address": {"city": "Bergen"}}
@@ -366,9 +369,7 @@ def check_merge_patch(api: _Api, run: str) -> str:
 
 
 def check_echo_quiet(api: _Api, run: str) -> str:
-    record = _created(
-        api, api.request("POST", "customers", json=_scratch_body(f"{SCRATCH_PREFIX}{run}-echo"), headers={})
-    )
+    record = _scratch(api, run, "echo")
     same = {k: record[k] for k in ("company_name", "email", "notes")}
     response = api.request(
         "PATCH", f"customers/{record['id']}", json=same, headers={"If-Match": f'"{record["version"]}"'}
@@ -405,9 +406,7 @@ def check_invalid_body(api: _Api, run: str) -> str:
 
 
 def check_delete_tombstone(api: _Api, run: str) -> str:
-    record = _created(
-        api, api.request("POST", "customers", json=_scratch_body(f"{SCRATCH_PREFIX}{run}-delete"), headers={})
-    )
+    record = _scratch(api, run, "delete")
     path = f"customers/{record['id']}"
     deleted = api.request("DELETE", path, headers={"If-Match": f'"{record["version"]}"'})
     if deleted.status_code != 204:

@@ -79,6 +79,35 @@ def _server_date(response: httpx.Response) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _first_answer(
+    area: str,
+    label: str,
+    url: str,
+    send: Callable[[], httpx.Response],
+    now: Callable[[], datetime],
+    overlap: float,
+    *,
+    unreachable: str,
+    not_the_api: tuple[str, str],
+) -> tuple[list[Check], httpx.Response | None]:
+    """The first request to a system: whether it answers at all and like its API, and its clock skew. Returns the
+    checks, and the response when there is one worth reading further (None: stop here)."""
+    where = f"{label} at {url}"
+    sent = now()
+    try:
+        response = send()
+    except httpx.HTTPError as exc:
+        return [fail(area, "reachable", f"{where} does not answer ({type(exc).__name__})", unreachable)], None
+    received = now()
+    if response.status_code >= 500 or "json" not in response.headers.get("content-type", ""):
+        what, fix = not_the_api
+        return [fail(area, "reachable", f"{where} answers HTTP {response.status_code} {what}", fix)], None
+    return [
+        ok(area, "reachable", f"{where} answers"),
+        _skew_check(area, label, response, sent, received, overlap),
+    ], response
+
+
 def _skew_check(
     area: str, label: str, response: httpx.Response, sent: datetime, received: datetime, overlap: float
 ) -> Check:
@@ -293,33 +322,23 @@ def check_wave(
     database_ok: bool = True,
 ) -> list[Check]:
     url = str(settings.wave_url)
-    checks: list[Check] = []
     with httpx.Client(timeout=settings.http_timeout, transport=transport, verify=settings.verify_tls) as http:
         # Reachability first, with a document Wave answers without a token (introspection).
-        sent = now()
-        try:
-            response = http.post(url, json={"query": "{ __typename }"})
-        except httpx.HTTPError as exc:
-            return [
-                fail(
-                    "wave",
-                    "reachable",
-                    f"Wave at {url} does not answer ({type(exc).__name__})",
-                    "Check WAVESYNC_WAVE_URL (https://gql.waveapps.com/graphql/public) and this host's network.",
-                )
-            ]
-        received = now()
-        if response.status_code >= 500 or "json" not in response.headers.get("content-type", ""):
-            return [
-                fail(
-                    "wave",
-                    "reachable",
-                    f"Wave at {url} answers HTTP {response.status_code} without GraphQL",
-                    "Point WAVESYNC_WAVE_URL at Wave's GraphQL endpoint, https://gql.waveapps.com/graphql/public.",
-                )
-            ]
-        checks.append(ok("wave", "reachable", f"Wave at {url} answers"))
-        checks.append(_skew_check("wave", "Wave", response, sent, received, settings.poll_overlap))
+        checks, response = _first_answer(
+            "wave",
+            "Wave",
+            url,
+            lambda: http.post(url, json={"query": "{ __typename }"}),
+            now,
+            settings.poll_overlap,
+            unreachable="Check WAVESYNC_WAVE_URL (https://gql.waveapps.com/graphql/public) and this host's network.",
+            not_the_api=(
+                "without GraphQL",
+                "Point WAVESYNC_WAVE_URL at Wave's GraphQL endpoint, https://gql.waveapps.com/graphql/public.",
+            ),
+        )
+        if response is None:
+            return checks
 
         credential = _wave_credential(settings, database_ok)
         if isinstance(credential, Check):
@@ -526,35 +545,25 @@ def check_customerp(
 ) -> list[Check]:
     base = str(settings.customerp_url).rstrip("/")
     key = settings.customerp_api_key.get_secret_value()
-    checks: list[Check] = []
     with httpx.Client(
         base_url=base, timeout=settings.http_timeout, transport=transport, verify=settings.verify_tls
     ) as http:
         feed = "/api/v1/customers/changes"
-        sent = now()
-        try:
-            response = http.get(feed, params={"limit": 1}, headers={"X-API-Key": key})
-        except httpx.HTTPError as exc:
-            return [
-                fail(
-                    "customerp",
-                    "reachable",
-                    f"Customerp at {base} does not answer ({type(exc).__name__})",
-                    "Check WAVESYNC_CUSTOMERP_URL and that the ERP's API is up and reachable from this host.",
-                )
-            ]
-        received = now()
-        if response.status_code >= 500 or "json" not in response.headers.get("content-type", ""):
-            return [
-                fail(
-                    "customerp",
-                    "reachable",
-                    f"Customerp at {base} answers HTTP {response.status_code} without the contract's JSON",
-                    "Point WAVESYNC_CUSTOMERP_URL at the ERP's API base (the one serving /api/v1).",
-                )
-            ]
-        checks.append(ok("customerp", "reachable", f"Customerp at {base} answers"))
-        checks.append(_skew_check("customerp", "Customerp", response, sent, received, settings.poll_overlap))
+        checks, response = _first_answer(
+            "customerp",
+            "Customerp",
+            base,
+            lambda: http.get(feed, params={"limit": 1}, headers={"X-API-Key": key}),
+            now,
+            settings.poll_overlap,
+            unreachable="Check WAVESYNC_CUSTOMERP_URL and that the ERP's API is up and reachable from this host.",
+            not_the_api=(
+                "without the contract's JSON",
+                "Point WAVESYNC_CUSTOMERP_URL at the ERP's API base (the one serving /api/v1).",
+            ),
+        )
+        if response is None:
+            return checks
         if response.status_code in (401, 403):
             checks.append(
                 fail(
