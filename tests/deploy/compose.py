@@ -232,7 +232,10 @@ class Identity:
     def can_run_python(self, env: Mapping[str, str]) -> bool:
         try:
             probe = subprocess.run(
-                self.argv([sys.executable, "-c", "import wavesync"]),
+                # What a service needs, checked the way its libraries check: alembic tests its migrations folder with
+                # os.access, which ignores capabilities, so under a checkout the account cannot traverse (a mktemp -d
+                # clone is mode 700) the setpriv route fails here rather than in `migrate`.
+                self.argv([sys.executable, "-c", _CAN_RUN_A_SERVICE]),
                 env=dict(env),
                 cwd=REPO,
                 capture_output=True,
@@ -243,6 +246,12 @@ class Identity:
         except OSError:
             return False
         return probe.returncode == 0
+
+
+_CAN_RUN_A_SERVICE = (
+    "import os, sys, wavesync; from shared.store.db import MIGRATIONS; "
+    "sys.exit(0 if os.access(MIGRATIONS, os.R_OK | os.X_OK) else 3)"
+)
 
 
 def choose_identity(account: str = "nobody") -> Identity:
