@@ -19,8 +19,19 @@ from bench.scenarios import NO_IN_FLIGHT_CAP, Options, backfill_on_fresh_stack, 
 from bench.stack import WorkerSpec
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("ceiling", "backfill", "efficiency", "steady", "memory", "latency", "pools", "console", "history")
-MAIN_SCENARIOS = frozenset(SCENARIOS[:5])
+SCENARIOS = (
+    "ceiling",
+    "backfill",
+    "floor",
+    "efficiency",
+    "steady",
+    "memory",
+    "latency",
+    "pools",
+    "console",
+    "history",
+)
+MAIN_SCENARIOS = frozenset(SCENARIOS[:6])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loglevel", default="INFO", help="WAVESYNC_LOG_LEVEL of the workers (default INFO).")
     parser.add_argument("--noops", type=int, default=None, help="No-op tasks for the ceiling (default 5000).")
     parser.add_argument(
+        "--floor-repetitions",
+        type=int,
+        default=None,
+        help="Repetitions of the floor's minimal create I/O, after a tenth as many to warm up (default 500).",
+    )
+    parser.add_argument(
         "--backlog", type=int, default=None, help="Messages in the memory backlog (default 30000; the issue: 100000)."
     )
     parser.add_argument("--poll-interval", type=float, default=None, help="Poll interval in steady state (default 5).")
@@ -56,6 +73,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wave-rps", type=float, default=20.0, help="Wave's rate cap in (3) (default 20/s).")
     parser.add_argument(
         "--latency-fraction", type=float, default=None, help="Share of the sizes used by (3) (default 0.1)."
+    )
+    parser.add_argument(
+        "--slow-latency-ms",
+        type=float,
+        default=250.0,
+        help="API latency of (3)'s variant close to the real API, leases as configured (default 250; 0 = skip).",
+    )
+    parser.add_argument(
+        "--slow-records",
+        type=int,
+        default=None,
+        help="Records that variant backfills (default 500: about 2.5 min at the 8 calls/s bound; --quick 16).",
     )
     parser.add_argument(
         "--pools",
@@ -107,6 +136,7 @@ def options(args: argparse.Namespace) -> Options:
     extra = ("--without-mingle",) if quick else ()
     latency_ms = args.latency_ms if not quick else min(args.latency_ms, 10.0)
     default_pools = "threads:4" if quick else "threads:4,threads:8,threads:16,prefork:4,gevent:32"
+    repetitions = args.floor_repetitions or (50 if quick else 500)
     return Options(
         sizes=sizes,
         worker=WorkerSpec(args.pool, args.concurrency, args.loglevel, extra),
@@ -122,6 +152,10 @@ def options(args: argparse.Namespace) -> Options:
         pool_specs=parse_pools(args.pools or default_pools, args.loglevel, extra),
         pool_sizes=Sizes(8, 2, 4, 2) if quick else Sizes(200, 40, 100, 3),
         pool_latencies=(0.0,) if quick else (0.0, latency_ms),
+        floor_repetitions=repetitions,
+        floor_warmup=max(5, repetitions // 10),
+        slow_latency_ms=args.slow_latency_ms,
+        slow_records=args.slow_records if args.slow_records is not None else (16 if quick else 500),
         workdir=args.workdir,
         keep=args.keep,
         scenarios=scenarios,
@@ -186,6 +220,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "poll_interval_s": opts.poll_interval,
             "noop_messages": opts.noop_messages,
             "backlog_messages": opts.backlog_messages,
+            "floor_repetitions": opts.floor_repetitions,
+            "slow_latency_ms": opts.slow_latency_ms,
             "scenarios": sorted(opts.scenarios),
             "quick": args.quick,
         },

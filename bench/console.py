@@ -26,7 +26,8 @@ from sqlalchemy import insert
 from sandboxes.serve import ServerThread
 from shared.settings import Settings
 from shared.store.db import Database, upgrade
-from shared.store.models import DeadLetter, HistoryEntry, Link, utcnow
+from shared.store.models import DeadLetter, HistoryEntry, Link
+from shared.versions import utcnow
 from wavesync.embedded import EmbeddedRedis
 
 Log = Callable[[str], None]

@@ -128,6 +128,8 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self._start: dict[str, float] = {}
+        # CPU seconds each process used between start() and stop(), for per-task and per-record figures.
+        self.used: dict[str, float] = {}
         self._t0 = 0.0
         self._machine = 0.0
 
@@ -146,6 +148,7 @@ class CpuMeter:
         used = {
             name: cpu_seconds(pid, tree=name != "bench") - self._start.get(name, 0.0) for name, pid in self.pids.items()
         }
+        self.used = used
         out = {f"{name}_cores": round(seconds / wall, 2) for name, seconds in used.items()}
         out["total_cores"] = round(sum(used.values()) / wall, 2)
         machine = (machine_busy_seconds() - self._machine) / wall
@@ -153,3 +156,7 @@ class CpuMeter:
         # Anything else on the machine (other test runs, a demo): it competes for the same cores.
         out["other_cores"] = round(max(0.0, machine - sum(used.values()) / wall), 2)
         return out
+
+    def seconds(self, prefix: str = "worker") -> float:
+        """CPU seconds used by the processes whose name starts with `prefix` (the workers), after stop()."""
+        return sum(seconds for name, seconds in self.used.items() if name.startswith(prefix))

@@ -1,7 +1,8 @@
 """The measurements of issue 7, each a function from a running `Stack` (or a way to make one) to a results dict.
 
-`main_run` does (1) ceiling, (2) backfill, (4) efficiency, (5) steady state and (6) memory on ONE stack and
-ONE worker, so every ratio compares figures taken on the same broker, worker settings and machine state.
+`main_run` does (1) ceiling, (2) backfill and its floor (issue 15), (4) efficiency, (5) steady state and
+(6) memory on ONE stack and ONE worker, so every ratio compares figures taken on the same broker, worker settings
+and machine state.
 `latency_run` (3) and `pools_run` (pool/concurrency choice) each use small fresh stacks.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from bench import proc
 from bench.data import Sizes, create_fallback_product, seed_customerp
+from bench.floor import measure_minimal_io, summarise
 from bench.stack import Child, Stack, WorkerSpec, split_counts, stack
 from shared import keys
 from shared.messages import ChangeMessage
@@ -47,6 +49,12 @@ class Options:
     pool_specs: tuple[WorkerSpec, ...]
     pool_sizes: Sizes
     pool_latencies: tuple[float, ...] = (0.0, 50.0)
+    # The floor's minimal create I/O, timed over this many repetitions after a warm-up (bench/floor.py).
+    floor_repetitions: int = 500
+    floor_warmup: int = 50
+    # (3) at a real API's latency: Wave (and Customerp) at this many ms, `slow_records` records; 0 = not run.
+    slow_latency_ms: float = 250.0
+    slow_records: int = 500
     postgres: str | None = None
     # WAVESYNC_WAVE_MAX_IN_FLIGHT of the workers facing the capped sandbox in (3): None = the sandbox's cap, which
     # is what a deployer sets from Wave's documented limit; 0 = no fleet leases (how (3) ran before issue 7).
@@ -113,12 +121,18 @@ def drain_noops(running: Stack, spec: WorkerSpec, count: int) -> tuple[Child, di
     started = time.monotonic()
     idle = running.wait_idle(600, children=[worker], quiet=0.3, interval=0.01)
     seconds = idle - started
+    cpu = meter.stop()
+    # The meter starts once the first message is taken, so a handful were done before it: per task, that errs low
+    # (a lower floor, a ratio never flattered).
+    worker_cpu = meter.seconds()
     return worker, {
         "messages": count,
         "seconds": round(seconds, 2),
         "per_second": rate(count, seconds),
         "enqueue_per_second": enqueue_rate,
-        "cpu": meter.stop(),
+        "cpu": cpu,
+        "worker_cpu_s": round(worker_cpu, 2),
+        "worker_cpu_ms_per_task": round(1000 * worker_cpu / count, 3),
     }
 
 
@@ -180,6 +194,7 @@ def _finished_after(stats: dict[str, str], since: float) -> bool:
 def run_backfill(running: Stack, sizes: Sizes, children: list[Child], log: Log) -> dict[str, Any]:
     """(2)/(3) Initial backfill Customerp → Wave: Wave polls (empty), then Customerp polls, until all is idle."""
     running.reset_counters()
+    before = running.record_counts()
     meter = running.cpu_meter().start()
     started = time.monotonic()
     polls = poll_round(running, "wave", 600)
@@ -192,6 +207,7 @@ def run_backfill(running: Stack, sizes: Sizes, children: list[Child], log: Log) 
     dead = running.dead_letter_counts()
     counters = running.counters()
     linked = sum(links.values())
+    worker_cpu = meter.seconds()
     result: dict[str, Any] = {
         "records_seeded": sizes.records,
         "links": links,
@@ -199,8 +215,12 @@ def run_backfill(running: Stack, sizes: Sizes, children: list[Child], log: Log) 
         "seconds": round(seconds, 2),
         "records_per_second": rate(linked, seconds),
         "cpu": cpu,
+        "worker_cpu_s": round(worker_cpu, 2),
+        # Everything the worker did during the backfill (polls included) over the records it synced.
+        "worker_cpu_ms_per_record": round(1000 * worker_cpu / max(1, linked), 2),
         "poll_tasks": polls,
         "counters": counters,
+        "per_created": per_created(counters, before, running.record_counts()),
         "poll_stats": poll_stats(running),
     }
     if dead:
@@ -210,6 +230,42 @@ def run_backfill(running: Stack, sizes: Sizes, children: list[Child], log: Log) 
         f"CPU {cpu}"
     )
     return result
+
+
+def per_created(
+    counters: dict[str, dict[str, int]], before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """API calls per record created during a backfill, from the sandboxes' counters and stores.
+
+    Every GraphQL request counts (searches, list pages and polls included; a 429 too, since it was a call); the
+    bench's own admin routes are not counted by the sandboxes. Records created are the growth of each store.
+    """
+    created = {
+        system: {entity: after[system][entity] - before[system][entity] for entity in after[system]}
+        for system in ("wave", "customerp")
+    }
+    in_wave, in_cp = sum(created["wave"].values()), sum(created["customerp"].values())
+    wave_calls, cp_calls = sum(counters["wave"].values()), sum(counters["customerp"].values())
+    cp_writes, cp_reads = split_counts(counters["customerp"], "customerp")
+    wave_writes, wave_reads = split_counts(counters["wave"], "wave")
+    return {
+        "created": created,
+        "created_in_wave": in_wave,
+        "created_in_customerp": in_cp,
+        "wave_calls": wave_calls,
+        "wave_reads": wave_reads,
+        "wave_writes": wave_writes,
+        "wave_throttled": counters["wave_faults"].get("429", 0),
+        "customerp_calls": cp_calls,
+        "customerp_reads": cp_reads,
+        "customerp_writes": cp_writes,
+        "wave_calls_per_wave_create": round(wave_calls / in_wave, 3) if in_wave else None,
+        # Customerp → Wave creates read their source: Customerp calls per record created in Wave.
+        "customerp_calls_per_wave_create": round(cp_calls / in_wave, 3) if in_wave else None,
+        # Meaningful only when the backfill runs that way too; the default one creates the fallback product only.
+        "customerp_calls_per_customerp_create": round(cp_calls / in_cp, 3) if in_cp else None,
+        "reads_per_created_record": round((wave_reads + cp_reads) / max(1, in_wave + in_cp), 3),
+    }
 
 
 def efficiency(backfill: dict[str, Any], echo: dict[str, Any], steady: dict[str, Any] | None) -> dict[str, Any]:
@@ -515,7 +571,7 @@ def run_backlog(running: Stack, worker: Child, count: int, log: Log) -> dict[str
 
 
 def main_run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
-    """Ceiling, backfill, efficiency, steady state and memory on one stack and one worker.
+    """Ceiling, backfill, floor, efficiency, steady state and memory on one stack and one worker.
 
     Fills `results` as it goes, so a failure late in the run keeps what was measured before it.
     """
@@ -546,13 +602,24 @@ def main_run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
             )
         else:
             worker = running.start_worker(opts.worker)
-        if {"backfill", "efficiency", "steady", "memory"} & opts.scenarios:
+        if {"backfill", "floor", "efficiency", "steady", "memory"} & opts.scenarios:
             results["backfill"] = run_backfill(running, opts.sizes, [worker], log)
             results["worker_after_backfill"] = _memory(running)
             if "ceiling" in results:
                 results["backfill"]["ratio_to_ceiling"] = round(
                     results["backfill"]["records_per_second"] / ceiling_rate(results), 4
                 )
+            b = results["backfill"]
+            log(
+                f"  backfill: worker CPU {b['worker_cpu_ms_per_record']} ms/record; "
+                f"{b['per_created']['wave_calls_per_wave_create']} Wave calls per record created in Wave; "
+                f"{b['per_created']['reads_per_created_record']} reads per created record"
+            )
+        if "floor" in opts.scenarios:
+            # After the backfill, with the worker idle: the link store holds its real rows and Wave its records.
+            results["floor_io"] = measure_minimal_io(running, opts.floor_repetitions, opts.floor_warmup)
+            results["floor"] = summarise(results)
+            log(f"  floor: minimal create I/O {results['floor_io']}; {results['floor']}")
         echo = run_echo_round(running, [worker], log) if {"efficiency", "steady"} & opts.scenarios else None
         if "steady" in opts.scenarios:
             results["steady"] = run_steady(running, opts, log)
@@ -617,76 +684,134 @@ def backfill_on_fresh_stack(
         return result
 
 
+@dataclass(frozen=True)
+class LatencyVariant:
+    """One backfill of (3): who runs it, what the sandboxes impose, how the workers are configured, the bound."""
+
+    label: str
+    spec: WorkerSpec
+    faults: dict[str, dict[str, Any]]
+    settings: dict[str, Any]
+    bound: float
+    latency_ms: float
+    sizes: Sizes
+    # The share of the bound it must reach; None for the baseline, shown for comparison only.
+    target: float | None = 0.9
+
+
+def latency_variants(opts: Options) -> list[LatencyVariant]:
+    sizes = opts.sizes.scaled(opts.latency_fraction)
+    latency = {"latency_ms": opts.latency_ms}
+    capped_api = {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}}
+    bound_cap = opts.wave_cap / (opts.latency_ms / 1000)
+    leases = opts.wave_cap if opts.wave_max_in_flight is None else opts.wave_max_in_flight
+    capped = {**NO_IN_FLIGHT_CAP, "wave_max_in_flight": leases}
+    fleet = replace(opts.worker, concurrency=max(1, opts.worker.concurrency // 2), processes=2)
+    variants = [
+        LatencyVariant(
+            # The baseline, side by side: the same worker with no leases (as before the fleet's in-flight cap).
+            f"cap {opts.wave_cap} in flight, {opts.worker.label}, client rate = bound, no leases (baseline)",
+            opts.worker,
+            capped_api,
+            {**NO_IN_FLIGHT_CAP, "wave_rate_per_second": bound_cap, "wave_burst": opts.wave_cap},
+            bound_cap,
+            opts.latency_ms,
+            sizes,
+            target=None,
+        ),
+        # Wave publishes no rate, only ~2 concurrent calls: the leases alone pace the fleet. A client rate set
+        # at the bound as well would refuse every call that a late answer pushed off the beat.
+        LatencyVariant(
+            f"cap {opts.wave_cap} in flight, {opts.worker.label}, {leases or 'no'} leases",
+            opts.worker,
+            capped_api,
+            capped,
+            bound_cap,
+            opts.latency_ms,
+            sizes,
+        ),
+        # Scaled out, as docker-compose runs it: the same 8 threads in two processes, each with its own GIL.
+        LatencyVariant(
+            f"cap {opts.wave_cap} in flight, {fleet.label}, {leases or 'no'} leases",
+            fleet,
+            capped_api,
+            capped,
+            bound_cap,
+            opts.latency_ms,
+            sizes,
+        ),
+        LatencyVariant(
+            f"cap {opts.wave_cap} in flight, threads -c {opts.wave_cap}, {leases or 'no'} leases",
+            WorkerSpec("threads", opts.wave_cap, opts.worker.loglevel, opts.worker.extra),
+            capped_api,
+            capped,
+            bound_cap,
+            opts.latency_ms,
+            sizes,
+        ),
+        # A rate-capped API with no concurrency cap: the client matches the rate and takes no leases.
+        LatencyVariant(
+            f"rate cap {opts.wave_rps:g}/s, {opts.worker.label}, client rate = cap",
+            opts.worker,
+            {"customerp": latency, "wave": {**latency, "max_rps": opts.wave_rps}},
+            {**NO_IN_FLIGHT_CAP, "wave_rate_per_second": opts.wave_rps, "wave_burst": 1},
+            opts.wave_rps,
+            opts.latency_ms,
+            sizes,
+        ),
+    ]
+    if opts.slow_latency_ms > 0:
+        # Close to the real API (issue 15): the leased variant's shape at Wave's real latency, on fewer records so
+        # that it ends in a few minutes at the bound (2 / 250 ms = 8 calls/s, ~2.3 calls per record).
+        slow = {"latency_ms": opts.slow_latency_ms}
+        # Listed right after the leased variant at `--latency-ms`, so the table shows the two side by side.
+        variants.insert(
+            2,
+            LatencyVariant(
+                f"cap {opts.wave_cap} in flight, {opts.worker.label}, {leases or 'no'} leases (a real API's latency)",
+                opts.worker,
+                {"customerp": slow, "wave": {**slow, "max_in_flight": opts.wave_cap}},
+                capped,
+                opts.wave_cap / (opts.slow_latency_ms / 1000),
+                opts.slow_latency_ms,
+                opts.sizes.scaled(opts.slow_records / max(1, opts.sizes.records)),
+                target=0.95,
+            ),
+        )
+    return variants
+
+
 def latency_run(opts: Options) -> dict[str, Any]:
     """(3) Backfill at API latency with Wave's concurrency cap, and with its rate cap instead.
 
     Against the concurrency cap the workers run as a deployer would configure them from Wave's documented limit:
     WAVESYNC_WAVE_MAX_IN_FLIGHT = the cap, so the fleet's leases keep its calls under it instead of collecting 429s.
     """
-    sizes = opts.sizes.scaled(opts.latency_fraction)
-    latency = {"latency_ms": opts.latency_ms}
-    bound_cap = opts.wave_cap / (opts.latency_ms / 1000)
     leases = opts.wave_cap if opts.wave_max_in_flight is None else opts.wave_max_in_flight
-    capped = {**NO_IN_FLIGHT_CAP, "wave_max_in_flight": leases}
-    fleet = replace(opts.worker, concurrency=max(1, opts.worker.concurrency // 2), processes=2)
-    results: dict[str, Any] = {"sizes": sizes.as_dict(), "latency_ms": opts.latency_ms, "wave_max_in_flight": leases}
-    variants: list[tuple[str, WorkerSpec, dict[str, dict[str, Any]], dict[str, Any], float]] = [
-        (
-            # The baseline, side by side: the same worker with no leases (as before the fleet's in-flight cap).
-            f"cap {opts.wave_cap} in flight, {opts.worker.label}, client rate = bound, no leases (baseline)",
-            opts.worker,
-            {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}},
-            {**NO_IN_FLIGHT_CAP, "wave_rate_per_second": bound_cap, "wave_burst": opts.wave_cap},
-            bound_cap,
-        ),
-        (
-            # Wave publishes no rate, only ~2 concurrent calls: the leases alone pace the fleet. A client rate set
-            # at the bound as well would refuse every call that a late answer pushed off the beat.
-            f"cap {opts.wave_cap} in flight, {opts.worker.label}, {leases or 'no'} leases",
-            opts.worker,
-            {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}},
-            capped,
-            bound_cap,
-        ),
-        (
-            # Scaled out, as docker-compose runs it: the same 8 threads in two processes, each with its own GIL.
-            f"cap {opts.wave_cap} in flight, {fleet.label}, {leases or 'no'} leases",
-            fleet,
-            {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}},
-            capped,
-            bound_cap,
-        ),
-        (
-            f"cap {opts.wave_cap} in flight, threads -c {opts.wave_cap}, {leases or 'no'} leases",
-            WorkerSpec("threads", opts.wave_cap, opts.worker.loglevel, opts.worker.extra),
-            {"customerp": latency, "wave": {**latency, "max_in_flight": opts.wave_cap}},
-            capped,
-            bound_cap,
-        ),
-        (
-            # A rate-capped API with no concurrency cap: the client matches the rate and takes no leases.
-            f"rate cap {opts.wave_rps:g}/s, {opts.worker.label}, client rate = cap",
-            opts.worker,
-            {"customerp": latency, "wave": {**latency, "max_rps": opts.wave_rps}},
-            {**NO_IN_FLIGHT_CAP, "wave_rate_per_second": opts.wave_rps, "wave_burst": 1},
-            opts.wave_rps,
-        ),
-    ]
+    results: dict[str, Any] = {
+        "sizes": opts.sizes.scaled(opts.latency_fraction).as_dict(),
+        "latency_ms": opts.latency_ms,
+        "wave_max_in_flight": leases,
+    }
     rows = []
-    for label, spec, faults, settings, bound in variants:
-        opts.log(f"  latency variant: {label}")
-        result = backfill_on_fresh_stack(opts, sizes, spec, "latency", faults=faults, **settings)
-        result["label"] = label
-        result["baseline"] = label.endswith("(baseline)")
-        result["api_bound_calls_per_second"] = round(bound, 1)
-        result["ratio_to_api_bound"] = round(result["wave_ok_calls_per_second"] / bound, 3)
-        if "in flight" in label:
+    for variant in latency_variants(opts):
+        opts.log(f"  latency variant: {variant.latency_ms:g} ms, {variant.label}")
+        result = backfill_on_fresh_stack(
+            opts, variant.sizes, variant.spec, "latency", faults=variant.faults, **variant.settings
+        )
+        result["label"] = variant.label
+        result["latency_ms"] = variant.latency_ms
+        result["sizes"] = variant.sizes.as_dict()
+        result["baseline"] = variant.target is None
+        result["target_ratio"] = variant.target
+        result["api_bound_calls_per_second"] = round(variant.bound, 1)
+        result["ratio_to_api_bound"] = round(result["wave_ok_calls_per_second"] / variant.bound, 3)
+        if "in flight" in variant.label:
             result["cap_utilisation"] = round(result["wave_busy_seconds"] / (opts.wave_cap * result["seconds"]), 3)
-        result.pop("counters_detail", None)
         opts.log(
-            f"    {result['wave_ok_calls_per_second']} Wave calls/s of a {bound:.0f}/s bound "
+            f"    {result['wave_ok_calls_per_second']} Wave calls/s of a {variant.bound:.0f}/s bound "
             f"(ratio {result['ratio_to_api_bound']}), {result['wave_throttled']} throttled, "
-            f"{result['records_per_second']} records/s"
+            f"{result['records_per_second']} records/s in {result['seconds']:.0f} s"
         )
         rows.append(result)
     results["variants"] = rows

@@ -308,6 +308,17 @@ class Stack:
         injector = self.cp_injector if system == "customerp" else self.wave_sandbox.injector
         injector.update(**config)
 
+    def record_counts(self) -> dict[str, dict[str, int]]:
+        """Records each sandbox's store has ever held, tombstones included: the difference over a run is what it
+        created, whichever way (API or admin route)."""
+        wave: dict[str, int] = {"customers": 0, "products": 0, "orders": 0}
+        for business in self.wave_store.businesses.values():
+            wave["customers"] += len(business.customers)
+            wave["products"] += len(business.products)
+            wave["orders"] += len(business.invoices)
+        customerp = {entity: len(self.cp_store.tables[entity]) for entity in ("customers", "products", "orders")}
+        return {"wave": wave, "customerp": customerp}
+
     def link_counts(self) -> dict[str, int]:
         with self.ctx.db.session() as session:
             rows = session.execute(select(Link.entity, func.count()).group_by(Link.entity)).all()

@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 from shared import keys, message_leases, metrics
 from shared.celery_app import app
 from shared.context import Context, get_context
+from shared.enqueue import enqueue
 from shared.errors import RetryableError
 from shared.messages import ChangeMessage, System
-from shared.natural_keys import NaturalKeyIndex
+from shared.natural_keys import WaveKeys
 from shared.settings import Entity, load_settings
 from shared.store import links as store
-from shared.store.models import utcnow
-from shared.versions import normalise_timestamp, record_version
+from shared.versions import customerp_version, normalise_timestamp, parse_timestamp, record_version, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,6 @@ T = TypeVar("T")
 PAGE_ATTEMPTS = 4
 # The longest wait between tries of one page; a longer Retry-After ends the run instead of holding the lock.
 PAGE_RETRY_MAX_WAIT_S = 10.0
-
-# Wave natural keys the workers cannot filter on; the poller indexes them as it reads (no extra calls).
-WAVE_INDEXED: dict[Entity, tuple[str, str]] = {"customers": ("displayId", "displayId"), "products": ("name", "name")}
 
 
 @dataclass
@@ -55,10 +52,6 @@ class PollStats:
     skipped: str = ""
     resent: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _send(message: ChangeMessage) -> None:
-    app.send_task(keys.SYNC_TASK[message.entity], args=[message.to_json()], queue=message.entity)
 
 
 class Poller:
@@ -88,6 +81,8 @@ class Poller:
             else:
                 for archived in (False, True) if self.entity == "products" else (None,):
                     self._poll_wave(archived)
+                # Every record modified before this run began is indexed: a create can skip its own listing.
+                WaveKeys(ctx.redis, ctx.settings).mark_complete(self.entity, started)
             self._record_run(started)
             self._resend_lost()
         return self.stats
@@ -117,7 +112,7 @@ class Poller:
                 record_id,
             )
             ctx.coordinator.restart_pending(self.entity, self.system, record_id, version)
-            _send(
+            enqueue(
                 ChangeMessage(entity=self.entity, source=self.system, source_id=record_id, version=version, reread=True)
             )
             self.stats.resent += 1
@@ -168,9 +163,7 @@ class Poller:
                 break
             if fresh:
                 # Keyset step: restart at page 1 just before the newest timestamp read (equal stamps re-read).
-                after = datetime.fromisoformat(records[-1]["modifiedAt"].replace("Z", "+00:00")) - timedelta(
-                    milliseconds=1
-                )
+                after = parse_timestamp(records[-1]["modifiedAt"]) - timedelta(milliseconds=1)
                 page_number = 1
             else:
                 page_number += 1  # a full page of one timestamp: fall back to offsets to get past it
@@ -204,9 +197,7 @@ class Poller:
     def _overlap(self, position: str) -> datetime | None:
         if not position:
             return None
-        return datetime.fromisoformat(position.replace("Z", "+00:00")) - timedelta(
-            seconds=self.ctx.settings.poll_overlap
-        )
+        return parse_timestamp(position) - timedelta(seconds=self.ctx.settings.poll_overlap)
 
     def _handle_page(self, records: list[dict[str, Any]], *, watermark_key: str) -> None:
         ctx = self.ctx
@@ -219,11 +210,9 @@ class Poller:
             linked = store.links_by_ids(session, self.entity, self.system, ids)
             dead = store.dead_letter_versions(session, self.entity, self.system, ids)
         done = ctx.coordinator.done_versions(self.entity, self.system, [i for i in ids if i not in linked])
-        if self.system == "wave" and self.entity in WAVE_INDEXED:
-            index_name, field_name = WAVE_INDEXED[self.entity]
-            index = NaturalKeyIndex(ctx.redis, self.entity, index_name)
-            for record in records:
-                index.put(record.get(field_name), record["id"])
+        if self.system == "wave":
+            # Wave's natural keys (emails, displayIds, names, invoice numbers): the workers match on them for free.
+            WaveKeys(ctx.redis, ctx.settings).put_records(self.entity, records)
         for record in records:
             message = self._message(record, linked.get(str(record["id"])))
             if message is None:
@@ -236,7 +225,7 @@ class Poller:
                 self.stats.coalesced += 1
                 metrics.COALESCED.labels(self.system, self.entity).inc()
                 continue
-            _send(message)
+            enqueue(message)
             self.stats.enqueued += 1
             metrics.ENQUEUED.labels(self.system, self.entity).inc()
         # The page's messages are in Redis: only now may the watermark pass them.
@@ -252,7 +241,7 @@ class Poller:
         if record.get("deleted"):
             if link is None:
                 return None  # never synced: nothing to delete on the other side
-            version = f"{int(record['version']):012d}"
+            version = customerp_version(record["version"])
             return ChangeMessage(
                 entity=self.entity, source=self.system, source_id=record_id, version=version, deleted=True
             )
@@ -282,7 +271,7 @@ class Poller:
             for name in marks:
                 store.get_watermark(session, name, self.entity).last_success_at = now
         if self.stats.newest:
-            lag = (now - datetime.fromisoformat(self.stats.newest.replace("Z", "+00:00"))).total_seconds()
+            lag = (now - parse_timestamp(self.stats.newest)).total_seconds()
             metrics.POLL_LAG.labels(self.system, self.entity).set(max(0.0, lag))
         ctx.redis.hset(
             keys.poll_stats_key(self.system, self.entity),

@@ -17,23 +17,17 @@ from typing import Any
 from shared import history, keys
 from shared.celery_app import app
 from shared.context import Context, get_context
+from shared.enqueue import enqueue
+from shared.entities import DEFINITIONS, EntityDef, Options, creation_enabled
 from shared.errors import NotFoundError, PausedError, SyncError
-from shared.messages import ChangeMessage, System
+from shared.messages import ChangeMessage, System, other
 from shared.natural_keys import normalise_key
+from shared.refs import LinkLookup, resolve_refs
 from shared.settings import ENTITIES, Entity, load_settings
 from shared.store import links as store
 from shared.store.models import DeadLetter
-from workers import customers, orders, products
-from workers.engine import Flow
 
 log = logging.getLogger(__name__)
-
-FLOWS: dict[Entity, Flow] = {"customers": customers.FLOW, "products": products.FLOW, "orders": orders.FLOW}
-NATURAL_KEY: dict[Entity, tuple[str, str]] = {
-    "customers": ("email", "email"),
-    "products": ("name", "name"),
-    "orders": ("order_number", "invoiceNumber"),
-}
 
 
 @dataclass
@@ -93,11 +87,30 @@ def _all_wave(ctx: Context, entity: Entity) -> dict[str, dict[str, Any]]:
     return {str(r.id): r.model_dump(mode="json", by_alias=True) for r in items}
 
 
+def read(ctx: Context, entity: Entity, system: System, record_id: str) -> dict[str, Any]:
+    """One record, as the sync reads it (NotFoundError when it is gone)."""
+    if system == "customerp":
+        return ctx.customerp.get(entity, record_id).model_dump(mode="json")
+    get = {"customers": ctx.wave.get_customer, "products": ctx.wave.get_product, "orders": ctx.wave.get_invoice}
+    return get[entity](record_id).model_dump(mode="json", by_alias=True)
+
+
+def canonical(
+    ctx: Context, lookup: LinkLookup, definition: EntityDef, system: System, record: dict[str, Any]
+) -> dict[str, Any]:
+    """`record` as the sync compares it; a reference that is not linked is an error here, never a sync."""
+    fields = definition.canonical(system, record, Options.of(ctx.settings))
+    if system == "customerp":
+        return fields
+    return resolve_refs(lookup, definition, fields, system, create_missing=None)
+
+
 class Reconciler:
     def __init__(self, ctx: Context, *, repair: bool, progress: Callable[[str], None] | None = None) -> None:
         self.ctx = ctx
         self.repair = repair
         self.progress = progress or (lambda _msg: None)
+        self.links = LinkLookup(ctx.db)
 
     def run(self, entities: tuple[Entity, ...] = ENTITIES) -> list[EntityReport]:
         with self.ctx.coordinator.try_lock(keys.reconcile_lock_key(), ttl=3600) as acquired:
@@ -108,7 +121,7 @@ class Reconciler:
         return reports
 
     def _entity(self, entity: Entity) -> EntityReport:
-        ctx, flow = self.ctx, FLOWS[entity]
+        ctx, definition = self.ctx, DEFINITIONS[entity]
         report = EntityReport(entity)
         self.progress(f"{entity}: reading Customerp")
         cp = _all_customerp(ctx, entity)
@@ -126,12 +139,8 @@ class Reconciler:
         linked_cp = {link.customerp_id for link in links}
         linked_wave = {link.wave_id for link in links}
 
-        token = orders.SYNC_DEPENDENCIES.set(False)  # a check never writes, not even a dependency
-        try:
-            for link in links:
-                self._compare(flow, link, cp, wave, report, dead, dead_deletions)
-        finally:
-            orders.SYNC_DEPENDENCIES.reset(token)
+        for link in links:
+            self._compare(definition, link, cp, wave, report, dead, dead_deletions)
 
         unpaired: set[tuple[str, str]] = set()  # dead-lettered or excluded: left out of the duplicate count
         for system, records, linked, missing in (
@@ -144,7 +153,7 @@ class Reconciler:
                     continue
                 if record_id in linked:
                     continue
-                if self._excluded(flow, system, record):  # type: ignore[arg-type]
+                if self._excluded(definition, system, record):  # type: ignore[arg-type]
                     report.excluded += 1
                     unpaired.add((system, record_id))
                 else:
@@ -156,7 +165,7 @@ class Reconciler:
 
     def _compare(
         self,
-        flow: Flow,
+        definition: EntityDef,
         link: Any,
         cp: dict[str, Any],
         wave: dict[str, Any],
@@ -180,7 +189,9 @@ class Reconciler:
         if ("customerp", link.customerp_id) in dead or ("wave", link.wave_id) in dead:
             return
         try:
-            same = flow.canonical(self.ctx, "customerp", cp_record) == flow.canonical(self.ctx, "wave", wave_record)
+            same = canonical(self.ctx, self.links, definition, "customerp", cp_record) == canonical(
+                self.ctx, self.links, definition, "wave", wave_record
+            )
         except SyncError:
             same = False
         if same:
@@ -188,13 +199,15 @@ class Reconciler:
         else:
             report.drift.append(link.customerp_id)
 
-    def _excluded(self, flow: Flow, system: System, record: dict[str, Any]) -> bool:
-        target = "wave" if system == "customerp" else "customerp"
-        allowed = self.ctx.settings.create_in_wave if target == "wave" else self.ctx.settings.create_in_customerp
-        if flow.entity not in allowed:
+    def _excluded(self, definition: EntityDef, system: System, record: dict[str, Any]) -> bool:
+        """Left without a partner by the creation policy the workers follow (shared/entities.py)."""
+        if not creation_enabled(self.ctx.settings, definition.name, other(system)):
             return True
-        archived = record.get("archived") if system == "customerp" else record.get("isArchived")
-        return flow.entity == "products" and bool(archived)
+        try:
+            fields = definition.canonical(system, record, Options.of(self.ctx.settings))
+        except SyncError:
+            return False  # unreadable: reported as missing, and dead-lettered by the sync
+        return not definition.wanted(fields)
 
     def _find_duplicates(
         self,
@@ -206,7 +219,7 @@ class Reconciler:
     ) -> None:
         """A natural key held by more records in one system than in the other: the sync made a second record for
         one partner. (Two customers that share an email in both systems are the users' data, mirrored.)"""
-        cp_key, wave_key = NATURAL_KEY[entity]
+        cp_key, wave_key = DEFINITIONS[entity].natural_key["customerp"], DEFINITIONS[entity].natural_key["wave"]
         counts: dict[str, Counter[str]] = {}
         for system, records, key in (("customerp", cp, cp_key), ("wave", wave, wave_key)):
             counts[system] = Counter(
@@ -254,12 +267,12 @@ class Reconciler:
         with self.ctx.db.session() as session:  # recorded before they are sent: a fast worker's rows come after
             history.record_many(session, (history.about(settings, "repair", m, reason=_why(m)) for m in sent))
         for message in sent:
-            app.send_task(keys.SYNC_TASK[entity], args=[message.to_json()], queue=entity)
+            enqueue(message)
             report.repaired += 1
 
     def _verified_delete(self, entity: Entity, gone_in: System, survivor_id: str) -> ChangeMessage | None:
         """The survivor's partner vanished from a full listing; confirm by lookup before deleting anything."""
-        ctx, flow = self.ctx, FLOWS[entity]
+        ctx = self.ctx
         with ctx.db.session() as session:
             survivor_system: System = "wave" if gone_in == "customerp" else "customerp"
             link = store.find_link(session, entity, survivor_system, survivor_id)
@@ -267,7 +280,7 @@ class Reconciler:
             return None  # unlinked meanwhile: nothing to propagate
         gone_id = link.own_id(gone_in)
         try:
-            flow.read(ctx, gone_in, gone_id)
+            read(ctx, entity, gone_in, gone_id)
         except NotFoundError:
             return ChangeMessage(entity=entity, source=gone_in, source_id=gone_id, deleted=True)
         # Still there (a listing glitch): resync instead of deleting.

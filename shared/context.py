@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 import redis
@@ -16,12 +16,9 @@ from shared.customerp.client import CustomerpClient
 from shared.ratelimit import FleetRateLimiter, RateLimitedTransport
 from shared.settings import Settings
 from shared.store.db import Database
+from shared.versions import utcnow
 from shared.wave.auth import token_source
 from shared.wave.client import WaveClient
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -19,6 +19,7 @@ import redis
 from shared import keys, leases
 from shared.errors import MustWaitError
 from shared.settings import Entity
+from shared.versions import parse_timestamp
 
 PENDING_TTL_S = 900
 CREATE_INTENT_TTL_S = 7 * 24 * 3600
@@ -213,11 +214,11 @@ class CreateIntent:
 
     @property
     def started(self) -> datetime:
-        return _aware(self.started_at)
+        return parse_timestamp(self.started_at)
 
     @property
     def attempted(self) -> datetime:
-        return _aware(self.attempted_at or self.started_at)
+        return parse_timestamp(self.attempted_at or self.started_at)
 
     @classmethod
     def parse(cls, source_id: str | bytes, raw: str | bytes) -> CreateIntent:
@@ -239,8 +240,3 @@ class CreateIntent:
             str(attempted) if attempted else None,
             str(owner) if owner else None,
         )
-
-
-def _aware(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

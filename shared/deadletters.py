@@ -21,7 +21,8 @@ from shared import history, keys
 from shared.messages import ChangeMessage
 from shared.settings import Settings
 from shared.store.db import Database
-from shared.store.models import DeadLetter, utcnow
+from shared.store.models import DeadLetter
+from shared.versions import utcnow
 
 Send = Callable[[str, dict[str, Any], str], None]
 

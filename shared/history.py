@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session
 from shared import keys
 from shared.messages import ChangeMessage
 from shared.settings import ENTITIES, Settings
+from shared.store import link_state
 from shared.store.db import Database
-from shared.store.models import DeadLetter, HistoryEntry, Link, utcnow
+from shared.store.models import DeadLetter, HistoryEntry, Link
+from shared.versions import utcnow
 
 # What a row says happened. "merged" carries the direction of each field; a conflict names its policy.
 KINDS = (
@@ -377,9 +379,7 @@ class Found:
 
 
 def _label(link: Link) -> str:
-    snapshot = link.snapshot or {}
-    if "__bases__" in snapshot:  # a pair not settled yet (see workers/engine.py BASES)
-        snapshot = next((b for b in snapshot["__bases__"].values() if b), {})
+    snapshot = link_state.reference(link.state)
     parts = [str(snapshot[k]) for k in ("name", "number", "email") if snapshot.get(k)]
     return " · ".join(parts) or f"{link.customerp_id} ⇄ {link.wave_id}"
 
@@ -412,7 +412,7 @@ def find(session: Session, query: str, *, entity: str | None = None, limit: int 
     if not found:
         # The snapshot is JSON text on SQLite and json on PostgreSQL: both compare as text, where "Müller" is stored
         # as `M\u00fcller` (and a quote as `\"`), so the query is looked for as typed and as JSON writes it.
-        snapshot_text = func.lower(cast(Link.snapshot, String))
+        snapshot_text = func.lower(cast(Link.state_document, String))
         forms = {text.lower(), json.dumps(text.lower())[1:-1], json.dumps(text)[1:-1].lower()}
         matches = or_(*(snapshot_text.like(f"%{_like_escaped(form)}%", escape="\\") for form in sorted(forms)))
         for link in session.scalars(base.where(matches).order_by(Link.id.desc()).limit(limit)):

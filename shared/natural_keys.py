@@ -1,36 +1,229 @@
-"""An index of Wave records by natural keys that Wave cannot filter on (customer displayId, product name).
+"""An index of Wave records by the natural keys the workers match on: customers' email and displayId, product names,
+invoice numbers.
 
-The Wave pollers see every Wave record and keep this index current for free; the workers consult it before
-creating a record in Wave, so records that exist on both sides before the first sync are matched, not
-duplicated. Keys are compared case-insensitively and without surrounding spaces.
+Wave can filter on few of these, and a search per record would double a backfill's Wave calls. The Wave pollers
+see every Wave record and keep this index current for free; a worker puts what it creates or changes and forgets
+what it deletes. The index is only complete up to the last poll, so before a worker concludes "no Wave record has
+this key, create one" it calls `ensure_fresh`: if the index is not complete as of `match_freshness` seconds ago,
+one process lists what changed in Wave since it was (shared by every worker waiting on the same entity). A record a
+person creates in Wave can therefore go unseen only within that window, not a whole poll interval.
+
+Keys are compared case-insensitively and without surrounding or repeated spaces (`normalise_key`). Several Wave
+records may share a key (two customers with one email): the index keeps them all.
 """
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import redis
+from pydantic import BaseModel
 
 from shared import keys
+from shared.errors import RetryableError
+from shared.settings import Entity, Settings
+from shared.versions import normalise_timestamp
+from shared.wave.client import WaveClient
+from shared.wave.models import Page, WaveNode
+
+# The Wave fields (as the API names them) each entity is matched on.
+KEY_FIELDS: dict[Entity, tuple[str, ...]] = {
+    "customers": ("email", "displayId"),
+    "products": ("name",),
+    "orders": ("invoiceNumber",),
+}
+# A forgotten (deleted) record's version: sorts after every timestamp, so no earlier read can bring it back.
+_TOMBSTONE = "~"
+# Sorted set: entity -> epoch seconds as of which its index holds every Wave record (ZADD GT: it only moves on).
+_COMPLETE_KEY = f"{keys.PREFIX}:index:wave:complete"
+_WAIT_STEP_S = 0.05
+
+# KEYS[1] key -> JSON list of ids, KEYS[2] id -> {"m": modifiedAt, "k": [keys]}; ARGV: (id, modifiedAt, JSON keys)*.
+# A record's old keys are replaced by its new ones unless what is stored was read later (an older read arriving
+# late: a poll page read before a worker's update, or before its delete).
+_PUT = """
+local function drop(field, id)
+  local raw = redis.call('HGET', KEYS[1], field)
+  if not raw then return end
+  local kept = {}
+  for _, v in ipairs(cjson.decode(raw)) do if v ~= id then table.insert(kept, v) end end
+  if #kept == 0 then redis.call('HDEL', KEYS[1], field) else redis.call('HSET', KEYS[1], field, cjson.encode(kept)) end
+end
+local function add(field, id)
+  local raw = redis.call('HGET', KEYS[1], field)
+  local ids = {}
+  if raw then ids = cjson.decode(raw) end
+  for _, v in ipairs(ids) do if v == id then return end end
+  table.insert(ids, id)
+  redis.call('HSET', KEYS[1], field, cjson.encode(ids))
+end
+for i = 1, #ARGV, 3 do
+  local id, modified, fields = ARGV[i], ARGV[i + 1], cjson.decode(ARGV[i + 2])
+  local raw = redis.call('HGET', KEYS[2], id)
+  local stale = false
+  if raw then
+    local old = cjson.decode(raw)
+    if old.m > modified then stale = true else for _, f in ipairs(old.k) do drop(f, id) end end
+  end
+  if not stale then
+    for _, f in ipairs(fields) do add(f, id) end
+    redis.call('HSET', KEYS[2], id, cjson.encode({m = modified, k = fields}))
+  end
+end
+return 0
+"""
+# KEYS[1] a lock, ARGV[1] its holder's token: only the holder releases it (it may have expired and passed on).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def normalise_key(value: str) -> str:
     return " ".join(value.split()).casefold()
 
 
-class NaturalKeyIndex:
-    def __init__(self, client: redis.Redis, entity: str, key_name: str) -> None:
+def _index_key(entity: Entity, part: str) -> str:
+    return f"{keys.PREFIX}:index:wave:{entity}:{part}"
+
+
+def _refresh_lock_key(entity: Entity) -> str:
+    """Held while one process lists Wave's recent changes of an entity into the index; the others wait for it."""
+    return f"{keys.PREFIX}:lock:index:wave:{entity}"
+
+
+class WaveKeys:
+    """The index of every entity, on one Redis. Cheap to build: make one wherever it is needed."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
-        self.key = f"{keys.PREFIX}:index:wave:{entity}:{key_name}"
+        self.settings = settings
+        self._put = client.register_script(_PUT)
+        self._release = client.register_script(_RELEASE)
 
-    def put(self, value: str | None, wave_id: str) -> None:
-        if value and value.strip():
-            self.redis.hset(self.key, normalise_key(value), wave_id)
+    # --- reading ----------------------------------------------------------------------------------------------
 
-    def get(self, value: str | None) -> str | None:
-        if not value or not value.strip():
-            return None
-        found = self.redis.hget(self.key, normalise_key(value))
-        return found.decode() if isinstance(found, bytes) else None
+    def candidates(self, entity: Entity, values: Mapping[str, str | None]) -> list[str]:
+        """Ids of the Wave records having any of `values` ({Wave field: value}, e.g. {"email": …, "displayId": …}),
+        those matching more of them first, then in the order of `values`. Hints, not proof: a person may have
+        deleted one in Wave since (read it; on NotFoundError `forget_record` it and look again)."""
+        fields = [_field(entity, name, value) for name, value in values.items() if value and value.strip()]
+        if not fields:
+            return []
+        hits: dict[str, int] = {}
+        for raw in self.redis.hmget(_index_key(entity, "keys"), fields):
+            for wave_id in json.loads(raw) if raw else ():
+                hits[wave_id] = hits.get(wave_id, 0) + 1
+        return sorted(hits, key=lambda wave_id: -hits[wave_id])  # stable: ties keep the order of `values`
 
-    def forget(self, value: str | None, wave_id: str) -> None:
-        if value and self.get(value) == wave_id:
-            self.redis.hdel(self.key, normalise_key(value))
+    def lookup(self, entity: Entity, values: Mapping[str, str | None], wave: WaveClient) -> list[str]:
+        """`candidates` for a record about to be created in Wave: when the index knows none, it is first brought
+        up to date within `match_freshness` seconds, so that "none" means none (but for that window)."""
+        found = self.candidates(entity, values)
+        if not found:
+            self.ensure_fresh(entity, wave)
+            found = self.candidates(entity, values)
+        return found
+
+    def complete_as_of(self, entity: Entity) -> float | None:
+        """Epoch seconds as of which the index holds every Wave record of `entity` (None: never complete)."""
+        score = self.redis.zscore(_COMPLETE_KEY, entity)
+        return None if score is None else float(score)
+
+    # --- keeping it current -----------------------------------------------------------------------------------
+
+    def put_records(self, entity: Entity, records: Iterable[Mapping[str, Any] | WaveNode]) -> None:
+        """Index Wave records as read or written (API field names, e.g. `model_dump(mode="json", by_alias=True)`;
+        products archived or not). One round trip for any number of records."""
+        args: list[str] = []
+        for item in records:
+            record = item.model_dump(mode="json", by_alias=True) if isinstance(item, BaseModel) else item
+            fields = [_field(entity, name, record.get(name)) for name in KEY_FIELDS[entity] if _has(record.get(name))]
+            args += [str(record["id"]), normalise_timestamp(record["modifiedAt"]), json.dumps(fields)]
+        if args:
+            self._put(keys=[_index_key(entity, "keys"), _index_key(entity, "records")], args=args)
+
+    def put_record(self, entity: Entity, record: Mapping[str, Any] | WaveNode) -> None:
+        self.put_records(entity, [record])
+
+    def forget_record(self, entity: Entity, wave_id: str) -> None:
+        """The record is gone from Wave (deleted by a worker, or found missing): it no longer matches anything."""
+        self._put(keys=[_index_key(entity, "keys"), _index_key(entity, "records")], args=[wave_id, _TOMBSTONE, "[]"])
+
+    def mark_complete(self, entity: Entity, as_of: float) -> None:
+        """Every Wave record modified before `as_of` (epoch seconds, this host's clock) has been put: called by a
+        Wave poll that read every page, with its start time."""
+        self.redis.zadd(_COMPLETE_KEY, {entity: as_of}, gt=True)
+
+    def ensure_fresh(self, entity: Entity, wave: WaveClient, *, max_age: float | None = None) -> bool:
+        """Make the index complete as of at most `max_age` seconds ago (default `match_freshness`); True when this
+        call listed Wave. One process lists (a Redis lock), the others wait for its result: a backfill costs one
+        listing per `max_age` seconds, not one per record. RetryableError when no listing ends in time."""
+        needed = time.time() - (self.settings.match_freshness if max_age is None else max_age)
+        patience = 2 * self.settings.http_timeout
+        deadline = time.monotonic() + patience
+        lock = _refresh_lock_key(entity)
+        while True:
+            as_of = self.complete_as_of(entity)
+            if as_of is not None and as_of >= needed:
+                return False
+            token = uuid.uuid4().hex
+            # A holder that dies mid-listing frees the lock after `patience`: another process then lists.
+            if self.redis.set(lock, token, nx=True, px=int(patience * 1000)):
+                try:
+                    as_of = self.complete_as_of(entity)  # a listing may have ended since the first look
+                    if as_of is not None and as_of >= needed:
+                        return False
+                    self._refresh(entity, wave, as_of)
+                    return True
+                finally:
+                    self._release(keys=[lock], args=[token])
+            if time.monotonic() > deadline:
+                raise RetryableError(f"the Wave {entity} index was not brought up to date within {patience:.0f}s")
+            time.sleep(_WAIT_STEP_S)
+
+    def _refresh(self, entity: Entity, wave: WaveClient, as_of: float | None) -> None:
+        started = time.time()
+        # The overlap covers the clock skew between this host (as_of) and Wave (modifiedAt).
+        after = None if as_of is None else datetime.fromtimestamp(as_of - self.settings.poll_overlap, UTC)
+        for page in _changed_pages(entity, wave, after):
+            self.put_records(entity, page.items)
+        self.mark_complete(entity, started)
+
+
+def _has(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _field(entity: Entity, name: str, value: Any) -> str:
+    if name not in KEY_FIELDS[entity]:
+        raise ValueError(f"Wave {entity} are not indexed by {name!r} (only {', '.join(KEY_FIELDS[entity])})")
+    return f"{name}:{normalise_key(str(value))}"
+
+
+def _changed_pages(entity: Entity, wave: WaveClient, after: datetime | None) -> Iterator[Page[Any]]:
+    """Every Wave record of `entity` modified after `after`, oldest change first (products archived or not), read
+    keyset-style like the pollers: a record edited mid-listing moves to the end, and offset pages would then skip
+    the one it shifted onto an already-read page."""
+    number = 1
+    while True:
+        page: Page[Any]
+        if entity == "customers":
+            page = wave.list_customers_page(number, modified_after=after)
+        elif entity == "products":
+            page = wave.list_products_page(number, modified_after=after, archived=None)
+        else:
+            page = wave.list_invoices_page(number, modified_after=after)
+        yield page
+        if len(page.items) < wave.page_size or page.page >= (page.total_pages or 1):
+            return
+        newest = page.items[-1].modified_at - timedelta(milliseconds=1)  # equal timestamps are read again
+        if after is None or newest > after:
+            after, number = newest, 1
+        else:
+            number += 1  # a full page of one timestamp: offsets get past it

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     poll_interval: PositiveSeconds = Field(10.0, description="Seconds between poller runs.")
     poll_overlap: float = Field(5.0, ge=0, description="Seconds a poll re-reads before its watermark.")
     poll_page_size: int = Field(100, ge=1, le=200, description="Records per poll page.")
+    # The Wave-key index (shared/natural_keys.py) is only as fresh as the last Wave poll; before a worker creates a
+    # record in Wave it makes sure the index has been brought up to date within this many seconds (one listing of
+    # what changed, shared by every worker). This bounds the window in which a record a person just created in
+    # Wave goes unseen and is created a second time: from a poll interval down to this, at about one Wave call per
+    # this many seconds during a backfill instead of one search per created record.
+    match_freshness: PositiveSeconds = Field(
+        2.0, description="Seconds a Wave record created by a person may go unseen before a create (a duplicate)."
+    )
     reconcile_interval: PositiveSeconds = Field(3600.0, description="Seconds between reconcile runs.")
 
     # --- Sync policy ---

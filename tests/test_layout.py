@@ -36,11 +36,32 @@ def test_the_checker_sees_an_offending_import(tmp_path: Path) -> None:
 
 
 def test_producers_do_not_import_the_sync_workers() -> None:
-    """Pollers enqueue by task name; only reconcile reuses the flows (to compare records)."""
-    for path in sorted((REPO / "producers").rglob("*.py")):
-        if path.name == "reconcile.py":
-            continue
-        assert not any(n.startswith("workers") for n in imported_modules(path)), path
+    """Producers enqueue by task name; reconcile compares records through the entity definitions in shared/."""
+    offenders = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in sorted((REPO / "producers").rglob("*.py"))
+        for name in imported_modules(path)
+        if name.split(".")[0] == "workers"
+    ]
+    assert offenders == []
+
+
+def test_the_sync_decision_is_pure() -> None:
+    """workers/plan.py decides without I/O: no client, store, Redis, Celery, settings loader or clock."""
+    allowed = {
+        "__future__",
+        "collections.abc",
+        "dataclasses",
+        "datetime",
+        "typing",
+        "shared.mapping.fields",
+        "shared.merge",
+        "shared.messages",
+        "shared.settings",
+        "shared.store.link_state",
+        "shared.versions",
+    }
+    assert imported_modules(REPO / "workers" / "plan.py") - allowed == set()
 
 
 # Paths that leave the checkout: a fresh clone (or CI's) has nothing there. Built from parts so that this file does not

@@ -18,6 +18,7 @@ from shared.settings import ENTITIES, Settings
 from shared.store import credentials
 from shared.store import links as store
 from shared.store.db import Database
+from shared.versions import parse_timestamp, utcnow
 
 if TYPE_CHECKING:
     # Reconcile loads every flow; `status` and `dlq` should start fast, so it is imported where it runs.
@@ -32,11 +33,6 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _aware(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _utc_iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -46,8 +42,7 @@ def _utc_iso(value: datetime | None) -> str | None:
 def _age(now: datetime, value: datetime | str | None) -> float | None:
     if value is None or value == "":
         return None
-    when = _aware(value) if isinstance(value, str) else value if value.tzinfo else value.replace(tzinfo=UTC)
-    return round(max(0.0, (now - when).total_seconds()), 1)
+    return round(max(0.0, (now - parse_timestamp(value)).total_seconds()), 1)
 
 
 def oldest_waiting_change(client: redis.Redis, queue: str) -> str | None:
@@ -78,7 +73,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     oldest change waiting in its queue, or, when the queue is empty, the time since its pollers last finished
     (a change made just after that has not been seen yet).
     """
-    now = datetime.now(UTC)
+    now = utcnow()
     db = Database(settings.database_url)
     report: dict[str, Any] = {"time": now.isoformat()}
     with db.session() as session:

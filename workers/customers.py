@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from shared import keys
 from shared.celery_app import app
 from shared.context import Context
-from shared.errors import NotFoundError
-from shared.mapping import customers as mapping
+from shared.entities import CUSTOMERS
 from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage
-from shared.natural_keys import NaturalKeyIndex, normalise_key
-from workers.base import SyncTask
-from workers.engine import Flow, Record, is_repeat, sync_message
-
-
-def display_id_index(ctx: Context) -> NaturalKeyIndex:
-    return NaturalKeyIndex(ctx.redis, "customers", "displayId")
+from shared.natural_keys import WaveKeys, normalise_key
+from workers.base import SyncTask, is_repeat
+from workers.engine import sync
+from workers.flow import Flow, Record
 
 
 def _same_customer(record: Record, canonical: Canonical) -> bool:
@@ -30,9 +25,7 @@ def _same_customer(record: Record, canonical: Canonical) -> bool:
 
 
 class CustomerFlow(Flow):
-    entity = "customers"
-    fields = mapping.FIELDS
-    identity = ("name", "email", "number")
+    definition = CUSTOMERS
 
     def wave_read(self, ctx: Context, wave_id: str) -> Record:
         return ctx.wave.get_customer(wave_id).model_dump(mode="json", by_alias=True)
@@ -45,20 +38,8 @@ class CustomerFlow(Flow):
                 if _same_customer(record, canonical):
                     return record
             return None
-        if canonical.get("email"):
-            found = [
-                c.model_dump(mode="json", by_alias=True) for c in ctx.wave.find_customers(email=canonical["email"])
-            ]
-            if found:
-                same_number = [r for r in found if _same_customer(r, {"number": canonical.get("number")})]
-                return (same_number or found)[0]
-        wave_id = display_id_index(ctx).get(canonical.get("number"))
-        if wave_id:
-            try:
-                return self.wave_read(ctx, wave_id)
-            except NotFoundError:
-                return None
-        return None
+        values = {"email": canonical.get("email"), "displayId": canonical.get("number")}
+        return self.wave_match_by_keys(ctx, values, lambda record: _same_customer(record, canonical))
 
     def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None:
         for field, value in (("email", canonical.get("email")), ("customer_number", canonical.get("number"))):
@@ -71,21 +52,22 @@ class CustomerFlow(Flow):
     def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
         created = ctx.wave.create_customer(self.wave_input(ctx, canonical, None))
         record = created.model_dump(mode="json", by_alias=True)
-        display_id_index(ctx).put(record.get("displayId"), record["id"])
+        WaveKeys(ctx.redis, ctx.settings).put_record("customers", record)
         return record
 
     def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
         patched = ctx.wave.patch_customer(record["id"], self.wave_input(ctx, canonical, changed))
+        WaveKeys(ctx.redis, ctx.settings).put_record("customers", patched)
         return patched.model_dump(mode="json", by_alias=True)
 
     def wave_delete(self, ctx: Context, record: Record) -> None:
         ctx.wave.delete_customer(record["id"])
-        display_id_index(ctx).forget(record.get("displayId"), record["id"])
+        WaveKeys(ctx.redis, ctx.settings).forget_record("customers", record["id"])
 
 
 FLOW = CustomerFlow()
 
 
 @app.task(bind=True, base=SyncTask, name=keys.SYNC_TASK["customers"])
-def sync_customer(self: SyncTask, message: dict[str, Any], failures: int = 0) -> str:
-    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message), repeat=is_repeat(self.request))
+def sync_customer(self: SyncTask, message: ChangeMessage, failures: int = 0) -> str:
+    return sync(self.ctx, FLOW, message, repeat=is_repeat(self.request))

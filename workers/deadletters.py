@@ -13,13 +13,23 @@ from shared import keys
 from shared.celery_app import app
 from shared.context import get_context
 from shared.deadletters import DeadLetters, Filter
+from shared.enqueue import enqueue
+from shared.messages import ChangeMessage
 from shared.settings import load_settings
 
 log = logging.getLogger(__name__)
 
 
 def send_sync(task_name: str, message: dict[str, Any], queue: str) -> None:
-    app.send_task(task_name, args=[message], queue=queue)
+    """The `Send` of replay and the console: a sync message as JSON, validated, then enqueued like any other.
+
+    Validating here keeps a malformed stored message from reaching a worker; the task and queue are implied by
+    the message, so ones that disagree with it are a caller's bug.
+    """
+    change = ChangeMessage.model_validate(message)
+    if (task_name, queue) != (keys.SYNC_TASK[change.entity], change.entity):
+        raise ValueError(f"a {change.entity} change goes to {keys.SYNC_TASK[change.entity]} on {change.entity!r}")
+    enqueue(change)
 
 
 def _progress(done: int, total: int) -> None:

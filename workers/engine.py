@@ -1,273 +1,93 @@
-"""The pair-sync algorithm every entity flow runs: load link → guard → read → merge → write → record.
+"""The pair sync every entity runs: lock, load the link, read, resolve references, plan, write, record.
 
-A message only says "this record changed". The worker reads what it needs, merges both sides against the
-last synced snapshot and writes whichever side differs, so processing any message any number of times, in
-any order, ends in the same state. Entity specifics (how to read, match, write) live in a `Flow`.
-
-What makes that hold through crashes, retries and lost answers:
+A message only says "this record changed". The decisions are `workers/plan.py`'s (pure); this shell does the I/O
+around them, so processing any message any number of times, in any order, ends in the same state:
 - one lock per pair, so messages from both sides never interleave their writes;
-- a new partner is linked the moment it exists (a provisional link), and a create whose answer was lost is
-  found again (Customerp: idempotency key; Wave: after any late landing could have happened, by natural key)
-  instead of being made twice; a record that may be the product of another sync's unfinished create waits;
-- when a write fails, what it wrote is remembered with each side's base (see BASES), so the next merge tells
-  the sync's own writes from a person's edits, and a Wave record whose write went unanswered is not written
-  again until that write can no longer land.
+- a new pair is recorded the moment its partner exists or is found (an unsettled link, shared/store/link_state.py),
+  so a retry merges instead of creating again; creating exactly once is `workers/creates.py`'s protocol;
+- a write whose answer never came is remembered (what it wrote, each side's base, and for Wave how long it may
+  still land), so the next plan tells the sync's own writes from a person's edits.
 """
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, ClassVar, Literal
+from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from shared import history, keys
-from shared.celery_app import app
+from shared import history
 from shared.context import Context
-from shared.coordination import CreateIntent
-from shared.errors import (
-    ConflictError,
-    FieldError,
-    ForbiddenEditError,
-    InvalidDataError,
-    MustWaitError,
-    NotFoundError,
-    PermanentError,
-    RateLimitedError,
-    RetryableError,
-)
-from shared.leases import HEARTBEAT_TTL_S
-from shared.mapping.fields import Canonical, FieldMap, FieldValueError, canonical_from, changed_fields, payload
-from shared.merge import Resolver, is_empty, rebase, three_way_merge
+from shared.entities import Options, creation_enabled
+from shared.errors import ConflictError, MustWaitError, NotFoundError, PermanentError, RateLimitedError, RetryableError
 from shared.messages import ChangeMessage, System, other
-from shared.settings import Entity
+from shared.refs import CreateMissing, LinkLookup, resolve_refs
 from shared.store import links as store
+from shared.store.link_state import LinkState, Settled, Unsettled
 from shared.store.models import Link
-from shared.versions import is_older, modified_at, record_version
+from shared.versions import modified_at, record_version
+from workers import plan as core
+from workers.creates import CREATE_SETTLE_TIMEOUTS, Creates
+from workers.flow import Flow, Record
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
 Outcome = Literal["created", "updated", "linked", "unchanged", "echo", "stale", "deleted", "skipped", "gone"]
-
-
-class Flow(ABC):
-    """How one entity is read, matched and written on each side. Subclasses are the worker modules.
-
-    The Customerp side is the same for every entity (one REST resource each); the Wave side differs by
-    entity, so subclasses implement the `wave_*` methods and may refine the payload builders.
-    """
-
-    entity: Entity
-    fields: tuple[FieldMap, ...]
-    # Fields whose conflicts have a rule of their own, over the conflict policy (see shared/merge.py).
-    resolvers: ClassVar[Mapping[str, Resolver]] = {}
-    # Fields that tell a record made by a create from the values sent (see `holds`).
-    identity: ClassVar[tuple[str, ...]] = ("name",)
-
-    # --- canonical form and checks -----------------------------------------------------------------------
-
-    def canonical(self, ctx: Context, system: System, record: Record) -> Canonical:
-        try:
-            return canonical_from(record, self.fields, system)
-        except FieldValueError as exc:
-            raise InvalidDataError(
-                f"{self.entity} {system} value cannot be read: {exc}",
-                system=system,
-                field_errors=[FieldError(exc.path, str(exc), "unreadable")],
-            ) from None
-
-    def check(self, ctx: Context, target: System, canonical: Canonical) -> None:  # noqa: B027 - optional hook
-        """Refuse, before any write, what the target would reject or misrepresent. Default: nothing to check."""
-
-    def should_create(self, canonical: Canonical) -> bool:
-        """Whether a record with no partner gets one created. Products: archived ones do not."""
-        return True
-
-    def finish_create(self, ctx: Context, target: System, record: Record, canonical: Canonical) -> Record:
-        """Complete a create that takes several calls (approve an invoice, archive a product) after an attempt
-        that died between them. Default: a create is one call."""
-        return record
-
-    def customerp_body(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
-        return payload(canonical, self.fields, "customerp", changed)
-
-    def wave_input(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
-        body = payload(canonical, self.fields, "wave", changed)
-        return prune_nulls(body) if changed is None else body
-
-    def record_id(self, system: System, record: Record) -> str:
-        return str(record["id"])
-
-    # --- the Wave side, per entity -----------------------------------------------------------------------
-
-    @abstractmethod
-    def wave_read(self, ctx: Context, wave_id: str) -> Record: ...
-
-    @abstractmethod
-    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> Record | None: ...
-
-    @abstractmethod
-    def wave_create(self, ctx: Context, canonical: Canonical) -> Record: ...
-
-    @abstractmethod
-    def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record: ...
-
-    @abstractmethod
-    def wave_delete(self, ctx: Context, record: Record) -> None: ...
-
-    @abstractmethod
-    def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None: ...
-
-    # --- both sides ----------------------------------------------------------------------------------------
-
-    def read(self, ctx: Context, system: System, record_id: str) -> Record:
-        if system == "wave":
-            return self.wave_read(ctx, record_id)
-        return ctx.customerp.get(self.entity, record_id).model_dump(mode="json")
-
-    def match(self, ctx: Context, system: System, canonical: Canonical, since: datetime | None) -> Record | None:
-        """Find an existing record on `system` that is the same real thing (natural key). `since` narrows the
-        search to records changed after an interrupted create started."""
-        if system == "wave":
-            return self.wave_match(ctx, canonical, since)
-        return self.customerp_match(ctx, canonical)
-
-    def create(self, ctx: Context, system: System, canonical: Canonical, source_id: str) -> Record:
-        if system == "wave":
-            return self.wave_create(ctx, canonical)
-        # A deterministic key: a retry after a lost response returns the record already created.
-        key = f"wavesync:{self.entity}:wave:{source_id}"
-        body = self.customerp_body(ctx, canonical, None)
-        return ctx.customerp.create(self.entity, body, idempotency_key=key).model_dump(mode="json")
-
-    def update(
-        self, ctx: Context, system: System, record: Record, canonical: Canonical, changed: set[str], *, verify: bool
-    ) -> Record:
-        """Write `changed` fields of `canonical` onto `record`, refusing if the record moved on meanwhile.
-
-        Customerp writes are conditional (If-Match). Wave has no conditional write: when `record` was not
-        read in this task (a poll snapshot), re-read it and compare modifiedAt first.
-        """
-        if system == "customerp":
-            body = self.customerp_body(ctx, canonical, changed)
-            updated = ctx.customerp.update(
-                self.entity, self.record_id(system, record), body, version=int(record["version"])
-            )
-            return updated.model_dump(mode="json")
-        if verify:
-            current = self.wave_read(ctx, self.record_id(system, record))
-            if record_version("wave", current) != record_version("wave", record):
-                raise ConflictError(f"Wave {self.entity[:-1]} changed since it was polled", system="wave")
-        return self.wave_update(ctx, record, canonical, changed)
-
-    def delete(self, ctx: Context, system: System, record: Record) -> None:
-        """Delete `record`; one that is already gone (an earlier attempt whose answer was lost) counts as done."""
-        try:
-            if system == "wave":
-                self.wave_delete(ctx, record)
-            else:
-                ctx.customerp.delete(self.entity, self.record_id(system, record), version=int(record["version"]))
-        except NotFoundError:
-            log.info("%s %s:%s was already deleted", self.entity, system, self.record_id(system, record))
-
-
-def prune_nulls(body: dict[str, Any]) -> dict[str, Any]:
-    """Create inputs leave unknown values out rather than sending nulls."""
-    out: dict[str, Any] = {}
-    for key, value in body.items():
-        if isinstance(value, dict):
-            value = prune_nulls(value)
-            if value:
-                out[key] = value
-        elif value is not None:
-            out[key] = value
-    return out
-
-
-def _creation_enabled(ctx: Context, entity: Entity, target: System) -> bool:
-    allowed = ctx.settings.create_in_wave if target == "wave" else ctx.settings.create_in_customerp
-    return entity in allowed
-
-
-def holds(record: Canonical, sent: Canonical, identity: tuple[str, ...]) -> bool:
-    """Whether `record` may be what a create of `sent` made: it has each identifying value `sent` has (other
-    fields may have been filled in or moved on since)."""
-    return all(record.get(name) == sent[name] for name in identity if not is_empty(sent.get(name)))
-
-
-# A write whose answer never came may still be applied later (a request queued behind a slow server). Wave has no
-# idempotency keys and no conditional writes: before an interrupted create is looked for and retried, and before
-# a record whose update went unanswered is written again, wait this many HTTP timeouts.
-CREATE_SETTLE_TIMEOUTS = 2.0
-# A record that may be the product of another sync's unfinished create looks again at least this often.
-CREATED_LINK_RECHECK_S = 5.0
-# How long an unfinished create keeps a matching record on its target side from being created back.
-CREATE_IN_FLIGHT_S = 900.0
-# Rounds of merge → write → compare before giving up on a record that keeps changing under us.
+# Rounds of plan → write → compare before giving up on a record that keeps changing under us.
 MERGE_ROUNDS = 3
-# A link's snapshot is normally the record both sides agreed on. While they have not agreed (a partner just
-# created with defaults of its own; a write whose outcome is unknown) it is {BASES: {system: base}, PENDING: what
-# the sync wrote last}: each side is judged against its own base, and a side that holds the pending value holds
-# what the sync wrote, not a person's edit.
-BASES = "__bases__"
-PENDING = "__pending__"
 
 
-@dataclass(frozen=True)
-class Bases:
-    """The merge base of each side, and what the sync last wrote (see shared.merge.three_way_merge)."""
-
-    sides: dict[System, Canonical | None]
-    pending: Canonical | None
-
-    def snapshot(self) -> Canonical:
-        """These bases as a link snapshot (see BASES)."""
-        return {BASES: {s: dict(b or {}) for s, b in self.sides.items()}, PENDING: self.pending}
+def sync(
+    ctx: Context,
+    flow: Flow,
+    message: ChangeMessage,
+    *,
+    repeat: bool = False,
+    dependency: bool = False,
+    create_missing: CreateMissing | None = None,
+) -> Outcome:
+    """Sync the pair of `message`'s record. `repeat`: delivered before (a retry, a redelivery after a crash), so its
+    snapshot is older than what an earlier attempt wrote. `dependency`: an order needs this record, so it gets a
+    partner where it otherwise would not (an archived product). `create_missing` syncs a referenced record first."""
+    return PairSync(ctx, flow, message, repeat, dependency, create_missing).run()
 
 
 class PairSync:
-    """One run of the algorithm for one message. Kept as an object so each step is a small named method.
-
-    `repeat`: the message was delivered before (a retry, a redelivery after a crash); its snapshot is then
-    older than whatever the earlier attempt wrote, so the source is read afresh. `dependency`: an order needs
-    this record, so it gets a partner even where it otherwise would not (an archived product).
-    """
-
     def __init__(
-        self, ctx: Context, flow: Flow, message: ChangeMessage, *, repeat: bool = False, dependency: bool = False
+        self,
+        ctx: Context,
+        flow: Flow,
+        message: ChangeMessage,
+        repeat: bool,
+        dependency: bool,
+        create_missing: CreateMissing | None,
     ) -> None:
-        self.ctx = ctx
-        self.flow = flow
-        self.msg = message
-        self.repeat = repeat
-        self.dependency = dependency
+        self.ctx, self.flow, self.msg = ctx, flow, message
+        self.repeat, self.dependency, self.create_missing = repeat, dependency, create_missing
         self.source: System = message.source
         self.target: System = other(message.source)
+        self.options = Options.of(ctx.settings)
+        self.links = LinkLookup(ctx.db)
+        self.creates = Creates(ctx, flow, self.source, message.source_id, self.canonical, self.outbound)
         self.fresh: set[System] = set()  # sides read in this task: no need to re-check them before a write
+        self.records: dict[System, Record] = {}  # the latest of each side, as read or as a write answered
+        self._begun = False  # an earlier attempt began creating the partner
+        self.policy = core.Policy(ctx.settings.conflict_policy(flow.entity), flow.definition.resolvers)
 
     def run(self) -> Outcome:
         ctx, msg = self.ctx, self.msg
-        # One lock per pair (its Customerp id), so that messages from both sides never write one pair at once;
-        # a Wave record not linked yet is locked by its own id. The lock is a lease this process renews while it
-        # works (a dead worker's lapses within seconds); a busy pair is retried later rather than holding a thread.
-        # A Customerp record is its pair's lock whether linked or not; only a Wave record needs its link to find it.
+        # One lock per pair (its Customerp id), so messages from both sides never write one pair at once; a Wave record
+        # not linked yet is locked by its own id. The lock is a lease this process renews while it works (a dead
+        # worker's lapses within seconds); a busy pair is retried later rather than holding a thread.
         lock_on = (self.source, msg.source_id) if self.source == "customerp" else self._lock_on(self._load_link())
         with ctx.coordinator.record_lock(msg.entity, *lock_on, wait=2):
             newest_seen = ctx.coordinator.take_pending(msg.entity, msg.source, msg.source_id) or ""
-            reread = msg.reread or msg.snapshot is None or self.repeat or is_older(msg.version, newest_seen)
+            reread = msg.reread or msg.snapshot is None or self.repeat or newest_seen > msg.version
             link = self._load_link()
             if self._lock_on(link) != lock_on:
                 raise ConflictError(f"{msg.key()} was linked meanwhile: once more, under the pair's lock")
-            if link and not msg.reread and is_older(msg.version, link.version_of(self.source)):
-                return "stale"
-            if msg.deleted:
-                return self._propagate_delete(link)
             try:
                 outcome = self._sync(link, reread)
             except ConflictError:
@@ -281,388 +101,227 @@ class PairSync:
                 ctx.coordinator.mark_done(msg.entity, msg.source, msg.source_id, msg.version)
             return outcome
 
-    # --- steps -------------------------------------------------------------------------------------------
-
-    def _lock_on(self, link: Link | None) -> tuple[System, str]:
-        return ("customerp", link.customerp_id) if link is not None else (self.source, self.msg.source_id)
-
-    def _bases(self, link: Link | None, canon: dict[System, Canonical]) -> Bases:
-        """What each side is judged against: the pair's last agreed record, or, while a just-made pair has not
-        been merged or a write's outcome is unknown, each side's own base and what the sync last wrote. A pair
-        matched by natural key has no base yet (onboarding rules)."""
-        if link is None:
-            return Bases({"customerp": None, "wave": None}, None)
-        snapshot = link.snapshot
-        if BASES not in snapshot:
-            return Bases({"customerp": snapshot, "wave": snapshot}, None)
-        pending: Canonical | None = snapshot.get(PENDING)
-        sides: dict[System, Canonical | None] = {
-            s: rebase(snapshot[BASES][s], canon[s], pending) if pending is not None else snapshot[BASES][s]
-            for s in ("customerp", "wave")
-        }
-        return Bases(sides, pending)
-
-    def _load_link(self) -> Link | None:
-        with self.ctx.db.session() as session:
-            return store.find_link(session, self.flow.entity, self.source, self.msg.source_id)
-
     def _sync(self, link: Link | None, reread: bool) -> Outcome:
-        flow, ctx = self.flow, self.ctx
-        if reread:
+        pair = _pair(link)
+        if self.msg.deleted:
+            source = core.Source(self.source, self.msg.source_id, self.msg.version, None)
+        else:
             try:
-                src = flow.read(ctx, self.source, self.msg.source_id)
-                self.fresh.add(self.source)
+                source = self._read_source(reread)
             except NotFoundError:
                 # Deleted since: Customerp's tombstone or reconcile carries the deletion to a linked partner.
-                return self._abandon_create() if link is None else "gone"
+                return self._abandon() if link is None else "gone"
+        partner: core.Side | None = None
+        decision = core.plan(pair, source, core.UNREAD, self.policy, self.ctx.clock())
+        if isinstance(decision, core.ReadPartner) and source.record is not None:
+            partner = self._read_partner(link) if link is not None else self._find_partner(source.record)
+            decision = core.plan(pair, source, partner, self._creation_policy(source.record), self.ctx.clock())
+        match decision:
+            case core.Skip(why="echo") if link is not None and source.record is not None:
+                echo = history.about(self.ctx.settings, "echo", self.msg, link=link)
+                self._save(link, {self.source: source.record}, link.state, decision=echo)  # polls skip its version
+                return "echo"
+            case core.Skip(why=why):
+                return why
+            case core.Delete() if link is not None:
+                return self._propagate_delete(link, decision)
+            case core.Create() if source.record is not None:
+                return self._create(source.record, decision)
+            case core.Merge() | core.Wait() if source.record is not None and partner is not None:
+                return self._merge(link, source.record, partner, decision)
+        raise AssertionError(f"unplanned: {decision}")
+
+    # --- reading --------------------------------------------------------------------------------------------------
+
+    def _read_source(self, reread: bool) -> core.Source:
+        msg = self.msg
+        if reread:
+            record = self.flow.read(self.ctx, self.source, msg.source_id)
+            self.fresh.add(self.source)
         else:
-            assert self.msg.snapshot is not None
-            src = self.msg.snapshot
-        src_version = record_version(self.source, src)
-        # A pair whose sides never agreed (BASES) is merged whatever the versions say.
-        settled = link is not None and BASES not in link.snapshot
-        if link and settled and not self.msg.reread and src_version == link.version_of(self.source):
-            return "unchanged"
-        src_canonical = flow.canonical(ctx, self.source, src)
-        if link and src_canonical == link.snapshot and not self.msg.reread:  # never an unsettled snapshot
-            echo = history.about(ctx.settings, "echo", self.msg, link=link)
-            self._save(link, {self.source: src}, link.snapshot, decision=echo)  # remember the version: polls skip it
-            return "echo"
+            assert msg.snapshot is not None
+            record = msg.snapshot
+        side = self.side(self.source, record)
+        return core.Source(self.source, msg.source_id, side.version, side, forced=msg.reread)
 
-        if link is None:
-            self._wait_for_creations_into_source(src_canonical)
-            if ctx.coordinator.create_intent(flow.entity, self.target, self.msg.source_id) is not None:
-                # An earlier attempt started creating the partner: finish that, rather than take whatever a
-                # natural key finds (the half-made partner itself, merged as if both had always existed).
-                return self._create_partner(src, src_canonical)
-        partner = self._partner(link, src_canonical)
-        if partner is None:
-            return self._create_partner(src, src_canonical)
+    def _read_partner(self, link: Link) -> core.Side:
         try:
-            return self._merge_and_write(link, src, src_canonical, partner)
+            record = self.flow.read(self.ctx, self.target, link.partner_id(self.source))
         except NotFoundError:
-            if link is None:
-                raise
-            # One of the pair was deleted while it was written: reconcile sees it gone and propagates the deletion.
-            log.info("%s %s: one of the pair was deleted while it was synced", flow.entity, self.msg.key())
-            return "gone"
+            raise PermanentError(
+                f"the linked {self.target} {self.flow.entity[:-1]} {link.partner_id(self.source)} no longer exists "
+                f"(deleted in {self.target}?); run `wavesync reconcile` to propagate the deletion",
+                system="sync",
+            ) from None
+        self.fresh.add(self.target)
+        return self.side(self.target, record)
 
-    def _partner(self, link: Link | None, src_canonical: Canonical) -> Record | None:
-        flow, ctx = self.flow, self.ctx
-        if link is not None:
-            try:
-                partner = flow.read(ctx, self.target, link.partner_id(self.source))
-                self.fresh.add(self.target)
-                return partner
-            except NotFoundError:
-                raise PermanentError(
-                    f"the linked {self.target} {flow.entity[:-1]} {link.partner_id(self.source)} no longer exists "
-                    f"(deleted in {self.target}?); run `wavesync reconcile` to propagate the deletion",
-                    system="sync",
-                ) from None
-        match = flow.match(ctx, self.target, src_canonical, None)
-        if match is None:
+    def _find_partner(self, source: core.Side) -> core.Side | None:
+        """The partner of a record not linked yet: what an earlier attempt began creating, or a record that is the
+        same real thing (natural key) and not anyone else's partner."""
+        self.creates.wait_for_creations_into_source(source.fields)
+        self._begun = self.creates.begun()
+        if self._begun:
+            return None  # finish that create (workers/creates.py)
+        found = self.flow.match(self.ctx, self.target, dict(source.fields), None)
+        if found is None:
             return None
         self.fresh.add(self.target)
-        with ctx.db.session() as session:
-            taken = store.find_link(session, flow.entity, self.target, flow.record_id(self.target, match))
+        with self.ctx.db.session() as session:
+            taken = store.find_link(session, self.flow.entity, self.target, str(found["id"]))
         if taken is not None and taken.own_id(self.source) == self.msg.source_id:
             # Linked to this very record since the link was loaded (the sync that created it finished).
-            raise ConflictError(f"{flow.entity} {self.source}:{self.msg.source_id} was linked meanwhile")
-        if taken is not None or self._being_created_for_another(match):
+            raise ConflictError(f"{self.msg.key()} was linked meanwhile")
+        partner = self.side(self.target, found)
+        if taken is not None or self.creates.made_for_another(partner.fields):
             return None
-        return match
+        return partner
 
-    def _being_created_for_another(self, match: Record) -> bool:
-        """Whether `match` is what an unfinished sync of another record just created (its link not recorded yet):
-        two Wave customers sharing an email must not both claim the Customerp customer made for the first."""
-        ctx, flow = self.ctx, self.flow
-        intents = ctx.coordinator.creations_in_flight(
-            flow.entity, self.target, max_age_s=CREATE_IN_FLIGHT_S, now=ctx.clock()
+    def _creation_policy(self, source: core.Side) -> core.Policy:
+        """Whether a record with no partner gets one: switched on that way, and wanted (an archived product is not),
+        unless an order needs it or an earlier attempt began the create (it may have landed: finish it)."""
+        allowed = creation_enabled(self.ctx.settings, self.flow.entity, self.target) and (
+            self.dependency or self.flow.definition.wanted(source.fields) or self._begun
         )
-        others = [i for i in intents if i.sent and i.source_id != self.msg.source_id]
-        if not others:
-            return False
-        canonical = flow.canonical(ctx, self.target, match)
-        return any(holds(canonical, intent.sent, flow.identity) for intent in others if intent.sent)
+        return core.Policy(self.policy.conflict, self.policy.resolvers, create=allowed)
 
-    def _create_partner(self, src: Record, src_canonical: Canonical) -> Outcome:
-        flow, ctx, target = self.flow, self.ctx, self.target
-        if not _creation_enabled(ctx, flow.entity, target):
-            return "skipped"
+    def side(self, system: System, record: Record) -> core.Side:
+        """`record` as `plan` sees it (the record itself is kept for the writes: they need its version, its status)."""
+        self.records[system] = record
+        return core.Side(
+            system,
+            str(record["id"]),
+            record_version(system, record),
+            modified_at(system, record),
+            self.canonical(system, record),
+        )
+
+    def canonical(self, system: System, record: Record) -> dict[str, object]:
+        """`record` as the sync compares it, references named by Customerp ids."""
+        fields = self.flow.definition.canonical(system, record, self.options)
+        if system == "customerp":
+            return fields
+        return resolve_refs(self.links, self.flow.definition, fields, "wave", create_missing=self.create_missing)
+
+    def outbound(self, system: System, fields: core.Fields) -> dict[str, object]:
+        """Canonical `fields` with references named by `system`'s ids, to be written there."""
+        if system == "customerp":
+            return dict(fields)
+        return resolve_refs(self.links, self.flow.definition, fields, "customerp", create_missing=self.create_missing)
+
+    # --- carrying out the plan ------------------------------------------------------------------------------------
+
+    def _create(self, source: core.Side, decision: core.Create) -> Outcome:
         if self.source not in self.fresh:
-            # A create cannot be taken back: make it from the record as it is now, if it still exists at all. (Making
-            # it from the poll's snapshot saves this read, but a randomised history then lost an edit: see README.)
+            # A create cannot be taken back: make it from the record as it is now, if it still exists at all.
             try:
-                src = flow.read(ctx, self.source, self.msg.source_id)
+                source = self._read_source(True).record or source
             except NotFoundError:
-                return self._abandon_create()
-            self.fresh.add(self.source)
-            src_canonical = flow.canonical(ctx, self.source, src)
-        # Not wanted by policy (an archived product), unless an earlier sync that needed it (an order) began creating
-        # it: that create may have landed, so it is finished rather than left half done.
-        unwanted = not self.dependency and not flow.should_create(src_canonical)
-        if unwanted and ctx.coordinator.create_intent(flow.entity, target, self.msg.source_id) is None:
-            return "skipped"
-        flow.check(ctx, target, src_canonical)
-        started = ctx.clock()
-        previous = ctx.coordinator.begin_create(
-            flow.entity, target, self.msg.source_id, started.isoformat(), src_canonical
-        )
-        sent = src_canonical
-        created: Record | None = None
-        if previous is not None:
-            sent = previous.sent if previous.sent is not None else src_canonical
-            created = self._recover_create(previous, sent)
-        if created is None:
-            if previous is not None:
-                ctx.coordinator.touch_create(flow.entity, target, self.msg.source_id, ctx.clock().isoformat())
-            try:
-                created = flow.create(ctx, target, sent, self.msg.source_id)
-            except (RateLimitedError, PermanentError, MustWaitError) as exc:
-                # Refused, or stopped before anything was sent (an order's customer busy in another sync, a paused
-                # connection), so this attempt made nothing; an earlier one may have, and its intent must stay.
-                # Left behind, this attempt's intent would have the next attempt wait out a create never sent.
-                if previous is None:
-                    ctx.coordinator.end_create(flow.entity, target, self.msg.source_id)
-                if target == "customerp" and "idempotency_key" in str(exc):
-                    raise ForbiddenEditError(
-                        f"Customerp already saw a {flow.entity[:-1]} created for {self.source}:{self.msg.source_id} "
-                        "by an earlier sync, since deleted there or made from other values: it is not created "
-                        f"twice. Delete or restore it in Customerp, then replay ({exc})",
-                        system="sync",
-                    ) from None
-                raise
-        self.fresh.add(target)
-        log.info(
-            "%s %s:%s has its partner %s:%s",
-            flow.entity,
-            self.source,
-            self.msg.source_id,
-            target,
-            flow.record_id(target, created),
-        )
-        # Record the pair at once, before a later step can fail: no other sync can then take either record for
-        # another partner. Until the merge below settles it, each side's base is what it held at the create:
-        # the defaults the target filled in (a due date, a number) flow back, and the source's edits since the
-        # first attempt flow on; a retry finishes that merge.
-        # The source held what was sent, the new partner what it was created as (defaults included).
-        made = flow.canonical(ctx, target, created)
-        provisional = Bases({self.source: sent, target: made}, made).snapshot()
-        # Its dead letters are resolved by the save that settles the pair, not this one.
-        made_from = history.created(ctx.settings, self.msg, target, sent)
-        link = self._save(None, {self.source: src, target: created}, provisional, resolve=False, decision=made_from)
+                return self._abandon()
+            if not self._creation_policy(source).create:
+                return "skipped"
+        self.flow.definition.check(self.target, source.fields, self.options)
+        created, sent = self.creates.make(source.fields)
+        self.fresh.add(self.target)
+        made = self.side(self.target, created)
+        # Record the pair at once, before a later step can fail: no other sync can then take either record for another
+        # partner. Until a merge settles it, each side's base is what it held at the create: the defaults the target
+        # filled in (a due date, a number) flow back, and the source's edits since the first attempt flow on.
+        state = Unsettled({self.source: sent, self.target: made.fields}, made.fields)
+        made_from = history.created(self.ctx.settings, self.msg, self.target, sent)
+        link = self._save(None, {self.source: source, self.target: made}, state, decision=made_from, resolve=False)
         try:
-            self._merge_and_write(link, src, src_canonical, created)
+            self._merge(link, source, made, core.merge(state, source, made, self.policy, self.ctx.clock()))
         except NotFoundError:
             # One of the pair was deleted meanwhile: reconcile sees the linked record gone and propagates it.
-            log.info("%s %s:%s was deleted while its partner was made", flow.entity, self.source, self.msg.source_id)
+            log.info("%s %s was deleted while its partner was made", self.flow.entity, self.msg.key())
             return "gone"
         return "created"
 
-    def _abandon_create(self) -> Outcome:
-        """The source is gone. An earlier attempt may have created its partner before it went: delete that too,
-        or it would come back to the source's system as a new record."""
-        flow, ctx, target = self.flow, self.ctx, self.target
-        intent = ctx.coordinator.create_intent(flow.entity, target, self.msg.source_id)
-        if intent is None:
-            return "gone"
-        created: Record | None = None
-        if intent.sent is not None:
-            if target == "wave":
-                created = self._recover_create(intent, intent.sent)
-            else:
-                created = flow.match(ctx, target, intent.sent, None)
-                if created is not None and not holds(flow.canonical(ctx, target, created), intent.sent, flow.identity):
-                    created = None
-        if created is not None:
-            with ctx.db.session() as session:
-                linked = store.find_link(session, flow.entity, target, flow.record_id(target, created))
-            if linked is None:
-                log.info(
-                    "%s %s:%s is gone: deleting %s:%s, made for it by an interrupted sync",
-                    flow.entity,
-                    self.source,
-                    self.msg.source_id,
-                    target,
-                    flow.record_id(target, created),
-                )
-                flow.delete(ctx, target, created)
-        ctx.coordinator.end_create(flow.entity, target, self.msg.source_id)
-        return "gone"
-
-    def _recover_create(self, previous: CreateIntent, sent: Canonical) -> Record | None:
-        """An earlier attempt may have created the partner and died before recording the link: find it.
-
-        Customerp creates carry an idempotency key, so resending `sent` returns that record. Wave has none: wait
-        until a request of the earlier attempt can no longer land, then look among records changed since.
-        """
-        flow, ctx, target = self.flow, self.ctx, self.target
-        if target == "customerp":
-            return None
-        settle = self._settle_time(previous)
-        waited = (ctx.clock() - previous.attempted).total_seconds()
-        if waited < settle:
-            raise MustWaitError(
-                f"an earlier attempt to create the Wave partner of {self.source}:{self.msg.source_id} may still "
-                "land; looking for it shortly",
-                system="sync",
-                retry_after=min(settle - waited, HEARTBEAT_TTL_S) + 0.1,
-                # Look again when the wait ends, or sooner: a sender that dies meanwhile shortens the wait to one
-                # timeout once its heartbeat lapses, and a record must not sit out the longer one it was given.
-                wait_at_most=min(settle - waited, HEARTBEAT_TTL_S) + 1.0,
-            )
-        created = flow.match(ctx, target, sent, previous.started - timedelta(minutes=5))
-        if created is None:
-            return None
-        with ctx.db.session() as session:
-            if store.find_link(session, flow.entity, target, flow.record_id(target, created)) is not None:
-                return None
-        return flow.finish_create(ctx, target, created, sent)
-
-    def _settle_time(self, intent: CreateIntent) -> float:
-        """How long after its last send a create may still land. A live sender may still be waiting on it (and an
-        answer lost to a timeout may land later), so twice its HTTP timeout; a sender that died (SIGKILL, OOM) sends
-        nothing more and stopped waiting when it died, so one timeout for the request it left at the server."""
-        timeouts = CREATE_SETTLE_TIMEOUTS if self.ctx.coordinator.owner_alive(intent) else 1.0
-        return timeouts * self.ctx.settings.http_timeout
-
-    def _wait_for_creations_into_source(self, src_canonical: Canonical) -> None:
-        """The source record may itself be the product of an unfinished create from the other side (its link not
-        recorded yet): creating a partner for it would duplicate the record that create started from."""
-        ctx, flow = self.ctx, self.flow
-        for intent in ctx.coordinator.creations_in_flight(
-            flow.entity, self.source, max_age_s=CREATE_IN_FLIGHT_S, now=ctx.clock()
-        ):
-            if intent.sent and holds(src_canonical, intent.sent, flow.identity):
-                if (ctx.clock() - intent.attempted).total_seconds() > self._settle_time(intent):
-                    # The create has had time to land and its sync has not recorded the link: that sync may never
-                    # come back to it (an order that needed the record was dead-lettered). Ask for it to finish.
-                    owner = ChangeMessage(
-                        entity=flow.entity, source=self.target, source_id=intent.source_id, reread=True
-                    )
-                    app.send_task(keys.SYNC_TASK[flow.entity], args=[owner.to_json()], queue=flow.entity)
-                raise MustWaitError(
-                    f"{self.source}:{self.msg.source_id} may be the {flow.entity[:-1]} that an unfinished sync of "
-                    f"{self.target}:{intent.source_id} created; waiting for that sync to record its link",
-                    system="sync",
-                    retry_after=1.0,
-                    # That sync records the link within seconds of its create landing: look again at least this
-                    # often rather than backing off for minutes after the pair is already made.
-                    wait_at_most=CREATED_LINK_RECHECK_S,
-                )
-
-    def _merge_and_write(self, link: Link | None, src: Record, src_canonical: Canonical, partner: Record) -> Outcome:
-        """Merge both sides against their bases, write each side that differs, and record the pair.
-
-        A write answers with the whole record. Wave has no conditional write, and both systems may fill in
-        defaults, so an answer can hold more than was merged (a person's edit that landed meanwhile, a default
-        description): merge again with the answers until both sides hold the merged record.
-        """
-        flow, ctx = self.flow, self.ctx
-        records = {self.source: src, self.target: partner}
-        canon = {self.source: src_canonical, self.target: flow.canonical(ctx, self.target, partner)}
-        bases = self._bases(link, canon)
-        before = dict(canon)  # for the history: what each side held before this sync wrote
+    def _merge(
+        self, link: Link | None, source: core.Side, partner: core.Side, decision: core.Merge | core.Wait
+    ) -> Outcome:
+        """Write each side that differs, and plan again with the answers until both sides hold the merged record.
+        A write answers with the whole record, which can hold more than was merged (a person's edit that landed
+        meanwhile, a default): Wave has no conditional write, and both systems fill in defaults."""
+        matched = link is None
+        if link is None:
+            # A pair found by natural key is recorded before anything is written, like a created one.
+            link = self._save(None, {source.system: source, partner.system: partner}, Unsettled({}))
+        sides = {source.system: source, partner.system: partner}
+        before = {system: side.fields for system, side in sides.items()}  # for the history
         wrote = False
         for _round in range(MERGE_ROUNDS):
-            result = three_way_merge(
-                bases.sides["customerp"],
-                canon["customerp"],
-                canon["wave"],
-                policy=ctx.settings.conflict_policy(flow.entity),
-                customerp_is_newer=modified_at("customerp", records["customerp"])
-                >= modified_at("wave", records["wave"]),
-                resolvers=flow.resolvers,
-                wave_base=bases.sides["wave"],
-                pending=bases.pending,
-            )
-            merged = result.merged
-            if result.conflicts:
-                log.info("conflict on %s %s: %s", flow.entity, self.msg.source_id, ", ".join(result.conflicts))
-            settled = True
-            for system in (self.target, self.source):
-                changed = changed_fields(canon[system], merged)
-                if not changed:
-                    continue
-                flow.check(ctx, system, merged)
-                log.info(
-                    "%s %s:%s: writing %s to %s %s",
-                    flow.entity,
-                    self.source,
-                    self.msg.source_id,
-                    ", ".join(sorted(changed)),
-                    system,
-                    flow.record_id(system, records[system]),
+            if isinstance(decision, core.Wait):
+                wait = (decision.until - self.ctx.clock()).total_seconds()
+                raise MustWaitError(
+                    f"{decision.why} ({self.flow.entity} {self.msg.key()}); waiting {wait:.1f}s",
+                    system="sync",
+                    retry_after=wait,
+                    wait_at_most=wait + 1.0,
                 )
-                try:
-                    records[system] = self._write(system, records[system], merged, changed)
-                except Exception:
-                    # The write (or an earlier one) may have landed: whatever holds `merged` from now on holds what
-                    # the sync wrote, not a person's edit. Remember it for the next attempt's merge.
-                    self._remember_pending(link, Bases(bases.sides, merged))
-                    raise
-                self.fresh.add(system)
-                canon[system] = flow.canonical(ctx, system, records[system])
+            if decision.conflicts:
+                log.info("conflict on %s %s: %s", self.flow.entity, self.msg.key(), ", ".join(decision.conflicts))
+            for system, changed in decision.writes.items():
+                sides[system] = self._write(link, system, sides[system], decision, changed)
                 wrote = True
-                settled = settled and canon[system] == merged
-            if settled:
-                decided = history.merged(ctx.settings, self.msg, before, merged, result.conflicts, linked=bool(link))
-                self._save(link, records, merged, decision=decided)
-                if not wrote:
-                    return "linked" if link is None else "unchanged"
-                return "updated"
-            # Another round: what this one wrote is each side's base where the side still holds it.
-            bases = Bases({s: rebase(b or {}, canon[s], merged) for s, b in bases.sides.items()}, merged)
-        raise ConflictError(
-            f"{flow.entity} {self.source}:{self.msg.source_id} kept changing while it was written", retry_after=1.0
-        )
+            state = core.after_writes(decision, {system: side.fields for system, side in sides.items()})
+            if isinstance(state, Settled):
+                result = history.merged(
+                    self.ctx.settings, self.msg, before, state.agreed, decision.conflicts, linked=not matched
+                )
+                self._save(link, sides, state, decision=result)
+                return "updated" if wrote else "linked" if matched else "unchanged"
+            decision = core.merge(state, sides[self.source], sides[self.target], self.policy, self.ctx.clock())
+        raise ConflictError(f"{self.flow.entity} {self.msg.key()} kept changing while it was written", retry_after=1.0)
 
-    def _remember_pending(self, link: Link | None, bases: Bases) -> None:
-        """Best effort: record, as the pair's snapshot, each side's base and what was being written (see BASES)."""
-        if link is None:
-            return
+    def _write(
+        self, link: Link, system: System, side: core.Side, decision: core.Merge, changed: frozenset[str]
+    ) -> core.Side:
+        flow, ctx = self.flow, self.ctx
+        flow.definition.check(system, decision.merged, self.options)
+        log.info("%s %s: writing %s to %s %s", flow.entity, self.msg.key(), ", ".join(sorted(changed)), system, side.id)
+        try:
+            written = flow.update(
+                ctx,
+                system,
+                self.records[system],
+                self.outbound(system, decision.merged),
+                set(changed),
+                verify=system not in self.fresh,
+            )
+        except Exception as exc:
+            # The write (or an earlier one) may have landed: whatever holds the merged record from now on holds what
+            # the sync wrote, not a person's edit. Remember it for the next attempt.
+            self._remember(link, decision, system, exc)
+            raise
+        self.fresh.add(system)
+        return self.side(system, written)
+
+    def _remember(self, link: Link, decision: core.Merge, system: System, exc: Exception) -> None:
+        """Best effort: record the pair as unsettled on what was being written. A Wave write that was sent and not
+        refused may still land (a request queued behind a slow server): no further Wave write until it cannot."""
+        held = link.state.wave_writes_held_until if isinstance(link.state, Unsettled) else None
+        refused = isinstance(exc, RateLimitedError | ConflictError | MustWaitError)
+        if system == "wave" and isinstance(exc, RetryableError) and not refused:
+            settle = timedelta(seconds=CREATE_SETTLE_TIMEOUTS * self.ctx.settings.http_timeout)
+            held = max(held or self.ctx.clock(), self.ctx.clock() + settle)
         try:
             with self.ctx.db.session() as session:
                 current = session.get(Link, link.id)
                 if current is not None:
-                    current.snapshot = bases.snapshot()
-        except Exception as exc:  # noqa: BLE001 - the caller's error is the one to report
-            log.warning("could not record the pending write of %s: %s", self.msg.key(), exc)
+                    current.state = decision.unsettled(wave_writes_held_until=held)
+        except Exception as failure:  # noqa: BLE001 - the caller's error is the one to report
+            log.warning("could not record the pending write of %s: %s", self.msg.key(), failure)
 
-    def _write(self, system: System, record: Record, merged: Canonical, changed: set[str]) -> Record:
-        """One update. Wave writes are unconditional: one whose answer never came may land later, so hold the
-        record's writes until it can no longer land, lest it overwrite a newer value."""
+    def _propagate_delete(self, link: Link, decision: core.Delete) -> Outcome:
         flow, ctx = self.flow, self.ctx
-        record_id = flow.record_id(system, record)
-        if system == "wave":
-            held = ctx.coordinator.writes_held(flow.entity, system, record_id)
-            if held:
-                raise MustWaitError(
-                    f"an unanswered write to wave {flow.entity[:-1]} {record_id} may still land; waiting {held:.1f}s",
-                    system="sync",
-                    retry_after=held,
-                    wait_at_most=held + 1.0,
-                )
         try:
-            return flow.update(ctx, system, record, merged, changed, verify=system not in self.fresh)
-        except RetryableError as exc:
-            # A refusal (429, a conflict) or a wait raised before anything was sent (a paused connection) cannot land.
-            if system == "wave" and not isinstance(exc, RateLimitedError | ConflictError | MustWaitError):
-                settle = CREATE_SETTLE_TIMEOUTS * ctx.settings.http_timeout
-                ctx.coordinator.hold_writes(flow.entity, system, record_id, settle)
-            raise
-
-    def _propagate_delete(self, link: Link | None) -> Outcome:
-        flow, ctx = self.flow, self.ctx
-        if link is None:
-            return "gone"
-        try:
-            partner = flow.read(ctx, self.target, link.partner_id(self.source))
+            partner: Record | None = flow.read(ctx, decision.target, decision.target_id)
         except NotFoundError:
             partner = None
         if partner is not None:
-            flow.delete(ctx, self.target, partner)
+            flow.delete(ctx, decision.target, partner)
         with ctx.db.session() as session:
             fresh = store.find_link(session, flow.entity, self.source, self.msg.source_id)
             if fresh is not None:
@@ -673,65 +332,70 @@ class PairSync:
             history.record(session, history.deleted(ctx.settings, self.msg, link, partner_existed=bool(partner)))
         return "deleted"
 
+    def _abandon(self) -> Outcome:
+        self.creates.abandon()
+        return "gone"
+
+    # --- the link -------------------------------------------------------------------------------------------------
+
+    def _lock_on(self, link: Link | None) -> tuple[System, str]:
+        return ("customerp", link.customerp_id) if link is not None else (self.source, self.msg.source_id)
+
+    def _load_link(self) -> Link | None:
+        with self.ctx.db.session() as session:
+            return store.find_link(session, self.flow.entity, self.source, self.msg.source_id)
+
     def _save(
         self,
         link: Link | None,
-        records: dict[System, Record],
-        snapshot: Canonical,
+        sides: dict[System, core.Side],
+        state: LinkState,
         *,
         resolve: bool = True,
         decision: history.Decision | None = None,
     ) -> Link:
-        """Record the pair and what both sides now hold, in one transaction, after the remote writes."""
-        flow, ctx = self.flow, self.ctx
+        """Record the pair, what it remembers and each side's version, in one transaction after the remote writes."""
+        entity = self.flow.entity
         try:
-            with ctx.db.session() as session:
+            with self.ctx.db.session() as session:
                 current = session.merge(link) if link is not None else None
                 ids = {
-                    system: flow.record_id(system, records[system])
-                    if system in records
-                    else (current.own_id(system) if current else "")
-                    for system in ("customerp", "wave")
+                    s: sides[s].id if s in sides else (current.own_id(s) if current else "")
+                    for s in ("customerp", "wave")
                 }
                 versions = {
-                    system: record_version(system, records[system])
-                    if system in records
-                    else (current.version_of(system) if current else "")
-                    for system in ("customerp", "wave")
+                    s: sides[s].version if s in sides else (current.version_of(s) if current else "")
+                    for s in ("customerp", "wave")
                 }
                 saved = store.save_link(
                     session,
                     current,
-                    entity=flow.entity,
+                    entity=entity,
                     customerp_id=ids["customerp"],
                     wave_id=ids["wave"],
-                    snapshot=snapshot,
+                    state=state,
                     customerp_version=versions["customerp"],
                     wave_version=versions["wave"],
                 )
                 history.record(session, decision, saved)
                 if resolve:
-                    store.resolve_dead_letters(
-                        session, flow.entity, {"customerp": ids["customerp"], "wave": ids["wave"]}
-                    )
+                    store.resolve_dead_letters(session, entity, ids)
         except (IntegrityError, StaleDataError) as exc:
             # Another worker linked or updated this pair meanwhile: start again from the new state.
             raise ConflictError(
-                f"link of {flow.entity} changed concurrently ({type(exc).__name__})", retry_after=0.5
+                f"link of {entity} changed concurrently ({type(exc).__name__})", retry_after=0.5
             ) from None
         if link is None:
             # Linked: neither record is an unfinished creation any more (whoever created it).
-            ctx.coordinator.end_creates(flow.entity, {"wave": ids["customerp"], "customerp": ids["wave"]})
+            self.ctx.coordinator.end_creates(entity, {"wave": ids["customerp"], "customerp": ids["wave"]})
         return saved
 
 
-def sync_message(
-    ctx: Context, flow: Flow, message: ChangeMessage, *, repeat: bool = False, dependency: bool = False
-) -> Outcome:
-    return PairSync(ctx, flow, message, repeat=repeat, dependency=dependency).run()
-
-
-def is_repeat(request: Any) -> bool:
-    """Whether a task's message was delivered before: a retry, or a redelivery after a worker died."""
-    delivery = getattr(request, "delivery_info", None) or {}
-    return bool(getattr(request, "retries", 0)) or bool(delivery.get("redelivered"))
+def _pair(link: Link | None) -> core.Pair | None:
+    if link is None:
+        return None
+    return core.Pair(
+        link.state,
+        {"customerp": link.customerp_version, "wave": link.wave_version},
+        {"customerp": link.customerp_id, "wave": link.wave_id},
+    )

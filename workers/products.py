@@ -8,18 +8,14 @@ from typing import Any
 from shared import keys
 from shared.celery_app import app
 from shared.context import Context
-from shared.errors import FieldError, ForbiddenEditError, InvalidDataError, NotFoundError, PermanentError
-from shared.mapping import products as mapping
+from shared.entities import PRODUCTS
+from shared.errors import FieldError, ForbiddenEditError, PermanentError
 from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage, System
-from shared.natural_keys import NaturalKeyIndex, normalise_key
-from workers.base import SyncTask
-from workers.engine import Flow, Record, is_repeat, sync_message
-
-
-def name_index(ctx: Context) -> NaturalKeyIndex:
-    return NaturalKeyIndex(ctx.redis, "products", "name")
-
+from shared.natural_keys import WaveKeys, normalise_key
+from workers.base import SyncTask, is_repeat
+from workers.engine import sync
+from workers.flow import Flow, Record
 
 _income_accounts: dict[str, str] = {}
 
@@ -42,25 +38,7 @@ def income_account(ctx: Context) -> str:
 
 
 class ProductFlow(Flow):
-    entity = "products"
-    fields = mapping.FIELDS
-
-    def canonical(self, ctx: Context, system: System, record: Record) -> Canonical:
-        if system == "customerp":
-            currency = record.get("currency")
-            if currency and currency.upper() != ctx.settings.wave_currency:
-                raise InvalidDataError(
-                    f"product {record.get('sku') or record['id']} is priced in {currency}, but Wave prices products "
-                    f"in the business currency {ctx.settings.wave_currency}",
-                    system="customerp",
-                    field_errors=[FieldError(("currency",), f"must be {ctx.settings.wave_currency}", "currency")],
-                )
-        return super().canonical(ctx, system, record)
-
-    def should_create(self, canonical: Canonical) -> bool:
-        # An archived product with no partner is history, not something to start selling on the other side;
-        # this also keeps a product deleted in Customerp (archived in Wave) from coming back.
-        return not canonical.get("archived")
+    definition = PRODUCTS
 
     def customerp_body(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
         body = super().customerp_body(ctx, canonical, changed)
@@ -87,18 +65,14 @@ class ProductFlow(Flow):
                 if normalise_key(record["name"]) == normalise_key(name):
                     return record
             return None
-        wave_id = name_index(ctx).get(name)
-        if wave_id:
-            try:
-                record = self.wave_read(ctx, wave_id)
-            except NotFoundError:
-                return None
-            # An archived Wave product is history (often one deleted in Customerp): a live product of the same
-            # name is a new product, not that one coming back (Wave's API cannot un-archive it).
-            if record.get("isArchived") and not canonical.get("archived"):
-                return None
-            return record
-        return None
+
+        def same(record: Record) -> bool:
+            # An archived Wave product is history (often one deleted in Customerp): a live product of the same name
+            # is a new product, not that one coming back (Wave's API cannot un-archive it).
+            archived_for_live = record.get("isArchived") and not canonical.get("archived")
+            return normalise_key(record["name"]) == normalise_key(name) and not archived_for_live
+
+        return self.wave_match_by_keys(ctx, {"name": name}, same)
 
     def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None:
         if canonical.get("name"):
@@ -115,7 +89,7 @@ class ProductFlow(Flow):
         record = created.model_dump(mode="json", by_alias=True)
         if canonical.get("archived"):
             record = ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
-        name_index(ctx).put(record["name"], record["id"])
+        WaveKeys(ctx.redis, ctx.settings).put_record("products", record)
         return record
 
     def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
@@ -131,9 +105,9 @@ class ProductFlow(Flow):
             record = ctx.wave.patch_product(record["id"], self.wave_input(ctx, canonical, fields)).model_dump(
                 mode="json", by_alias=True
             )
-            name_index(ctx).put(record["name"], record["id"])
         if "archived" in changed:
             record = ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
+        WaveKeys(ctx.redis, ctx.settings).put_record("products", record)
         return record
 
     def wave_delete(self, ctx: Context, record: Record) -> None:
@@ -146,5 +120,5 @@ FLOW = ProductFlow()
 
 
 @app.task(bind=True, base=SyncTask, name=keys.SYNC_TASK["products"])
-def sync_product(self: SyncTask, message: dict[str, Any], failures: int = 0) -> str:
-    return sync_message(self.ctx, FLOW, ChangeMessage.model_validate(message), repeat=is_repeat(self.request))
+def sync_product(self: SyncTask, message: ChangeMessage, failures: int = 0) -> str:
+    return sync(self.ctx, FLOW, message, repeat=is_repeat(self.request))

@@ -12,7 +12,7 @@ behind a newer one. Nothing here logs or returns a token except `StoredTokens`, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -20,7 +20,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.store.db import Database
-from shared.store.models import Credential, utcnow
+from shared.store.models import Credential
+from shared.versions import parse_timestamp, utcnow
 
 CONNECTED = "connected"
 NEEDS_REAUTHORIZATION = "needs_reauthorization"
@@ -80,11 +81,6 @@ class StoredTokens:
         return (self.expires_at - self.issued_at).total_seconds() if self.expires_at else None
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored here is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _row(session: Session, system: str) -> Credential | None:
     return session.scalars(select(Credential).where(Credential.system == system)).one_or_none()
 
@@ -98,13 +94,13 @@ def read(db: Database, cipher: Cipher, system: str) -> StoredTokens | None:
         return StoredTokens(
             access_token=cipher.decrypt(row.access_token),
             refresh_token=cipher.decrypt(row.refresh_token),
-            expires_at=_aware(row.expires_at) if row.expires_at else None,
+            expires_at=parse_timestamp(row.expires_at) if row.expires_at else None,
             generation=row.generation,
             state=row.state,
-            state_since=_aware(row.state_since),
+            state_since=parse_timestamp(row.state_since),
             reason=row.reason,
             scopes=row.scopes,
-            issued_at=_aware(row.updated_at),
+            issued_at=parse_timestamp(row.updated_at),
         )
 
 
@@ -117,9 +113,9 @@ def state(db: Database, system: str) -> dict[str, Any] | None:
         return {
             "system": row.system,
             "state": row.state,
-            "since": _aware(row.state_since),
+            "since": parse_timestamp(row.state_since),
             "reason": row.reason,
-            "expires_at": _aware(row.expires_at) if row.expires_at else None,
+            "expires_at": parse_timestamp(row.expires_at) if row.expires_at else None,
             "scopes": row.scopes,
             "generation": row.generation,
         }
@@ -131,9 +127,9 @@ def all_states(session: Session) -> list[dict[str, Any]]:
         {
             "system": r.system,
             "state": r.state,
-            "since": _aware(r.state_since).isoformat(),
+            "since": parse_timestamp(r.state_since).isoformat(),
             "reason": r.reason,
-            "access_token_expires_at": _aware(r.expires_at).isoformat() if r.expires_at else None,
+            "access_token_expires_at": parse_timestamp(r.expires_at).isoformat() if r.expires_at else None,
             "scopes": r.scopes,
         }
         for r in rows

@@ -10,7 +10,9 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.store.models import DeadLetter, Link, Watermark, utcnow
+from shared.store.link_state import LinkState
+from shared.store.models import DeadLetter, Link, Watermark
+from shared.versions import utcnow
 
 
 def find_link(session: Session, entity: str, system: str, record_id: str) -> Link | None:
@@ -44,7 +46,7 @@ def save_link(
     entity: str,
     customerp_id: str,
     wave_id: str,
-    snapshot: dict[str, Any],
+    state: LinkState,
     customerp_version: str,
     wave_version: str,
 ) -> Link:
@@ -55,7 +57,7 @@ def save_link(
         session.add(link)
     link.customerp_id = customerp_id
     link.wave_id = wave_id
-    link.snapshot = snapshot
+    link.state = state
     link.customerp_version = customerp_version
     link.wave_version = wave_version
     link.synced_at = now

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from shared.store import link_state
+from shared.store.link_state import LinkState
+from shared.versions import utcnow
 
 
 class Base(DeclarativeBase):
@@ -20,9 +20,10 @@ class Base(DeclarativeBase):
 class Link(Base):
     """One linked pair: a Customerp record and its Wave partner, plus what was last agreed between them.
 
-    `snapshot` is the canonical record both sides held after the last sync: the base of the three-way merge
-    and the reference for echo suppression. `row_version` makes concurrent updates of one link fail fast
-    (SQLAlchemy raises StaleDataError) instead of silently overwriting each other.
+    `state` is what the pair remembers between syncs (shared/store/link_state.py): the canonical record both sides
+    agreed on (the base of the three-way merge and the reference for echoes), or each side's base until they agree.
+    `row_version` makes concurrent updates of one link fail fast (SQLAlchemy raises StaleDataError) instead of
+    silently overwriting each other.
     """
 
     __tablename__ = "links"
@@ -35,7 +36,7 @@ class Link(Base):
     entity: Mapped[str] = mapped_column(String(16))
     customerp_id: Mapped[str] = mapped_column(String(255))
     wave_id: Mapped[str] = mapped_column(String(255))
-    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state_document: Mapped[dict[str, Any]] = mapped_column("state", JSON)
     customerp_version: Mapped[str] = mapped_column(String(64), default="")
     wave_version: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -43,6 +44,14 @@ class Link(Base):
     row_version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": row_version}
+
+    @property
+    def state(self) -> LinkState:
+        return link_state.load(self.state_document)
+
+    @state.setter
+    def state(self, value: LinkState) -> None:
+        self.state_document = link_state.dump(value)
 
     def partner_id(self, system: str) -> str:
         return self.wave_id if system == "customerp" else self.customerp_id

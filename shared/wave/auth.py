@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -51,6 +51,7 @@ from shared.settings import Settings
 from shared.store import credentials
 from shared.store.credentials import Cipher, CredentialKeyError, StoredTokens
 from shared.store.db import Database
+from shared.versions import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,6 @@ LOCK_MARGIN_S = 15.0
 STORE_ATTEMPTS = 4
 STORE_RETRY_S = 1.0
 _ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class TokenSource(Protocol):

@@ -10,7 +10,9 @@ from shared.messages import ChangeMessage
 from shared.settings import Settings
 from shared.store import links as store
 from shared.store.db import Database, upgrade
-from shared.store.models import HistoryEntry, utcnow
+from shared.store.link_state import Settled
+from shared.store.models import HistoryEntry
+from shared.versions import utcnow
 
 SETTINGS = Settings()
 MESSAGE = ChangeMessage(entity="customers", source="customerp", source_id="7")
@@ -127,7 +129,7 @@ def _linked(db: Database, customerp_id: str, name: str) -> None:
             entity="customers",
             customerp_id=customerp_id,
             wave_id=f"W-{customerp_id}",
-            snapshot={"name": name, "email": f"{customerp_id}@example.com"},
+            state=Settled({"name": name, "email": f"{customerp_id}@example.com"}),
             customerp_version="1",
             wave_version="a",
         )

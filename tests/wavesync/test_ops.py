@@ -22,6 +22,7 @@ from shared import keys
 from shared.deadletters import DeadLetters, Filter
 from shared.store import links as store
 from shared.store.db import Database, upgrade
+from shared.store.link_state import Settled
 from tests.harness import CP_KEY, WAVE_TOKEN, Sandboxes
 from tests.workers.conftest import clean_redis
 from wavesync.embedded import EmbeddedRedis
@@ -112,7 +113,7 @@ def ops(tmp_path: Path, redis_server: EmbeddedRedis) -> Any:
                 entity="customers",
                 customerp_id=f"cus_{n}",
                 wave_id=f"W{n}",
-                snapshot={},
+                state=Settled({}),
                 customerp_version="1",
                 wave_version="1",
             )

@@ -122,11 +122,11 @@ def test_the_fleet_rate_limit_keeps_every_worker_under_the_api_limit(env: tuple[
     with running(*env, wave_rate_per_second=3.0, wave_burst=1) as system:
         ready(system)
         system.boxes.faults("wave", max_rps=4)
-        for n in range(5):
+        for n in range(10):
             new_customer(system, f"Steady {n}")
         started = time.monotonic()
         drain(system)
-        assert len(wave_customers(system)) == 5
+        assert len(wave_customers(system)) == 10
         assert faults_injected(system, "wave").get("429", 0) == 0
         calls = wave_calls(system, "ustomer")
         assert calls >= 10

@@ -92,18 +92,19 @@ def test_a_create_whose_sync_never_came_back_is_finished_not_duplicated_or_stuck
     the product's sync to finish it, and the two records are linked."""
     from datetime import timedelta
 
-    from workers.products import FLOW
+    from shared.entities import PRODUCTS, Options
+    from shared.versions import customerp_version
 
     made = system.boxes.cp(
         "POST", "products", {"name": "Orphan widget", "unit_price": "5", "currency": "USD", "archived": True}
     )
     record = system.ctx.customerp.get("products", made["id"]).model_dump(mode="json")
-    sent = FLOW.canonical(system.ctx, "customerp", record)
+    sent = PRODUCTS.canonical("customerp", record, Options.of(system.ctx.settings))
     long_ago = (system.ctx.clock() - timedelta(minutes=1)).isoformat()
     system.ctx.coordinator.begin_create("products", "wave", made["id"], long_ago, sent)
     landed = system.ctx.wave.create_product({"name": "Orphan widget", "unitPrice": "5"})
     # Its own poll message was handled long ago (skipped: archived), so only the waiting side can revive it.
-    system.ctx.coordinator.mark_done("products", "customerp", made["id"], f"{made['version']:012d}")
+    system.ctx.coordinator.mark_done("products", "customerp", made["id"], customerp_version(made["version"]))
     system.settle()
     with system.ctx.db.session() as session:
         from shared.store import links as store

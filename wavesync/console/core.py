@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from shared import logs
 from shared.settings import Settings
 from shared.store.db import Database
+from shared.versions import parse_timestamp
 from wavesync.console.auth import User, csrf_ok, csrf_token, current_user
 
 if TYPE_CHECKING:
@@ -42,14 +43,11 @@ def when(value: Any) -> str:
     """A timestamp as an operator reads it: UTC, to the second."""
     if value in (None, ""):
         return "–"
-    if isinstance(value, str):
+    if isinstance(value, str | datetime):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_timestamp(value).strftime("%Y-%m-%d %H:%M:%S")
         except ValueError:
             return str(value)
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
 
 

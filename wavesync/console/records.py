@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from shared import history, keys
 from shared.messages import SYSTEMS, ChangeMessage
 from shared.settings import ENTITIES
+from shared.store import link_state
 from shared.store import links as store
 from shared.store.models import DeadLetter, Link
 from wavesync.console.auth import current_user
@@ -29,7 +30,6 @@ from wavesync.console.core import (
 )
 
 HISTORY_PAGE = 50
-BASES, PENDING = "__bases__", "__pending__"  # an unsettled pair's snapshot (see workers/engine.py)
 
 
 def live_records(console: Console, entity: str, customerp_id: str | None, wave_id: str | None) -> dict[str, Any]:
@@ -45,18 +45,22 @@ def live_records(console: Console, entity: str, customerp_id: str | None, wave_i
             out[system] = {"id": record_id, "fields": None, "error": "live reads are switched off"}
             continue
         try:
-            from producers.reconcile import FLOWS
+            from producers.reconcile import canonical, read
+            from shared.entities import DEFINITIONS
             from shared.errors import NotFoundError
+            from shared.refs import LinkLookup
 
-            flow = FLOWS[entity]  # type: ignore[index]
+            definition = DEFINITIONS[entity]  # type: ignore[index]
             ctx = console.context()
             try:
-                raw = flow.read(ctx, system, record_id)
+                raw = read(ctx, definition.name, system, record_id)
             except NotFoundError:
                 out[system] = {"id": record_id, "fields": None, "error": "not found: deleted in this system?"}
                 continue
             try:
-                out[system] = {"id": record_id, "fields": flow.canonical(ctx, system, raw), "error": None}
+                # Its references only looked up, never synced: reading a page changes nothing.
+                fields = canonical(ctx, LinkLookup(ctx.db), definition, system, raw)
+                out[system] = {"id": record_id, "fields": fields, "error": None}
             except Exception as exc:  # noqa: BLE001 - unmappable data is often why it is here: show it as stored
                 stored = {k: v for k, v in raw.items() if not isinstance(v, dict | list)}
                 reason = console.redact(f"shown as stored in {system}: it does not map ({exc})")
@@ -191,11 +195,9 @@ def record(request: Request) -> Response:
 def _snapshot(link: Link | None) -> tuple[dict[str, Any] | None, bool]:
     if link is None:
         return None, False
-    snapshot = link.snapshot or {}
-    if BASES in snapshot:
-        # Not settled: the sync wrote PENDING and has not seen both sides agree on it yet.
-        return snapshot.get(PENDING) or next((b for b in snapshot[BASES].values() if b), {}), True
-    return snapshot, False
+    state = link.state
+    # Not settled: the sync wrote (or found) values the two sides have not been seen to agree on yet.
+    return dict(link_state.reference(state)), isinstance(state, link_state.Unsettled)
 
 
 def _link_info(link: Link | None) -> dict[str, Any] | None:

@@ -23,16 +23,19 @@ from sandboxes.wave.app import create_app as create_wave_app
 from sandboxes.wave.config import WaveSandboxConfig
 from shared.context import Context
 from shared.customerp.models import Customer, Order, Product
+from shared.entities import Options
 from shared.mapping import customers as customer_map
 from shared.mapping import orders as order_map
 from shared.mapping import products as product_map
 from shared.mapping.fields import FieldMap, get_path
+from shared.refs import LinkLookup, resolve_refs
 from shared.settings import SANDBOX_BUSINESS_ID, Settings
 from shared.store import links as store
 from shared.store.db import Database, upgrade
+from shared.store.link_state import Settled
 from shared.wave.models import WaveCustomer, WaveInvoice, WaveProduct
 from workers.customers import CustomerFlow
-from workers.engine import Flow
+from workers.flow import Flow
 from workers.orders import OrderFlow
 from workers.products import ProductFlow
 
@@ -172,7 +175,7 @@ class Systems:
                     entity="customers",
                     customerp_id=name,
                     wave_id=wave_id,
-                    snapshot={},
+                    state=Settled({}),
                     customerp_version="",
                     wave_version="",
                 )
@@ -187,7 +190,7 @@ class Systems:
                     entity="products",
                     customerp_id=name,
                     wave_id=wave_id,
-                    snapshot={},
+                    state=Settled({}),
                     customerp_version="",
                     wave_version="",
                 )
@@ -240,10 +243,15 @@ def systems(tmp_path_factory: pytest.TempPathFactory) -> Systems:
 def round_trip(systems: Systems, entity: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Customerp record made from `body`, and the Customerp record made from its Wave copy."""
     flow = FLOWS[entity]
-    ctx = systems.ctx
+    ctx, definition = systems.ctx, FLOWS[entity].definition
+    options, lookup = Options.of(ctx.settings), LinkLookup(ctx.db)
     original = systems.customerp(entity, body)
-    wave = systems.wave(entity, flow, flow.canonical(ctx, "customerp", original))
-    back = flow.customerp_body(ctx, flow.canonical(ctx, "wave", wave), None)
+    outbound = resolve_refs(
+        lookup, definition, definition.canonical("customerp", original, options), "customerp", create_missing=None
+    )
+    wave = systems.wave(entity, flow, outbound)
+    inbound = resolve_refs(lookup, definition, definition.canonical("wave", wave, options), "wave", create_missing=None)
+    back = flow.customerp_body(ctx, inbound, None)
     if entity == "customers":
         back.pop("customer_number", None)  # unique in Customerp: the copy cannot take the original's number
     if entity == "orders":

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.store import links as store
 from shared.store.db import Database, upgrade
+from shared.store.link_state import Settled
 from shared.store.models import Base, Watermark
 
 
@@ -35,7 +36,7 @@ def test_a_record_has_at_most_one_link_per_side(database_url: str) -> None:
             entity="customers",
             customerp_id="c1",
             wave_id="w1",
-            snapshot={},
+            state=Settled({}),
             customerp_version="1",
             wave_version="a",
         )
@@ -46,7 +47,7 @@ def test_a_record_has_at_most_one_link_per_side(database_url: str) -> None:
             entity="customers",
             customerp_id="c1",
             wave_id="w2",
-            snapshot={},
+            state=Settled({}),
             customerp_version="1",
             wave_version="a",
         )
@@ -57,7 +58,7 @@ def test_a_record_has_at_most_one_link_per_side(database_url: str) -> None:
             entity="customers",
             customerp_id="c2",
             wave_id="w1",
-            snapshot={},
+            state=Settled({}),
             customerp_version="1",
             wave_version="a",
         )
@@ -68,7 +69,7 @@ def test_a_record_has_at_most_one_link_per_side(database_url: str) -> None:
             entity="products",
             customerp_id="c1",
             wave_id="w1",
-            snapshot={},
+            state=Settled({}),
             customerp_version="1",
             wave_version="a",
         )

@@ -17,6 +17,7 @@ from shared.messages import ChangeMessage
 from shared.settings import Settings
 from shared.store import links as store
 from shared.store.db import Database, upgrade
+from shared.store.link_state import Settled
 from wavesync.console.app import create_app
 from wavesync.embedded import EmbeddedRedis
 
@@ -57,7 +58,7 @@ def seed(settings: Settings) -> dict[str, Any]:
             entity="customers",
             customerp_id="101",
             wave_id="W-101",
-            snapshot={"name": XSS, "email": "evil@example.com", "number": "C-101"},
+            state=Settled({"name": XSS, "email": "evil@example.com", "number": "C-101"}),
             customerp_version="3",
             wave_version="2026-01-01T00:00:00.000Z",
         )
@@ -67,7 +68,7 @@ def seed(settings: Settings) -> dict[str, Any]:
             entity="customers",
             customerp_id="102",
             wave_id="W-102",
-            snapshot={"name": "Plain Ltd", "email": "plain@example.com", "number": "C-102"},
+            state=Settled({"name": "Plain Ltd", "email": "plain@example.com", "number": "C-102"}),
             customerp_version="1",
             wave_version="2026-01-01T00:00:00.000Z",
         )

@@ -16,6 +16,7 @@ from shared.deadletters import DeadLetters, Filter
 from shared.settings import Settings, describe_validation_error
 from shared.store import links as store
 from shared.store.db import Database
+from shared.store.link_state import Settled
 from tests.wavesync.console.conftest import (
     CP_KEY,
     OPERATOR_PASSWORD,
@@ -304,7 +305,7 @@ def test_a_secret_that_reached_the_data_is_never_shown(client: httpx.Client, set
             entity="customers",
             customerp_id="105",
             wave_id="W-105",
-            snapshot={"name": leak, "email": "leaky@example.com", "number": "C-105"},
+            state=Settled({"name": leak, "email": "leaky@example.com", "number": "C-105"}),
             customerp_version="1",
             wave_version="2026-01-01T00:00:00.000Z",
         )

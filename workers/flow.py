@@ -1,0 +1,159 @@
+"""How one entity is read, matched and written on each side: the I/O of a sync, one subclass per worker module.
+
+The Customerp side is the same for every entity (one REST resource each); the Wave side differs by entity, so
+subclasses implement the `wave_*` methods and may refine the payload builders. Every canonical record passed in
+here already names referenced records by the ids of the system it is written to (shared/refs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from shared.context import Context
+from shared.entities import EntityDef
+from shared.errors import ConflictError, NotFoundError
+from shared.mapping.fields import Canonical, payload
+from shared.messages import System
+from shared.natural_keys import WaveKeys
+from shared.settings import Entity
+from shared.versions import record_version
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+class Flow(ABC):
+    definition: EntityDef
+
+    @property
+    def entity(self) -> Entity:
+        return self.definition.name
+
+    def customerp_body(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
+        return payload(canonical, self.definition.fields, "customerp", changed)
+
+    def wave_input(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
+        body = payload(canonical, self.definition.fields, "wave", changed)
+        return prune_nulls(body) if changed is None else body
+
+    def finish_create(self, ctx: Context, target: System, record: Record, canonical: Canonical) -> Record:
+        """Complete a create that takes several calls (approve an invoice, archive a product) after an attempt
+        that died between them. Default: a create is one call."""
+        return record
+
+    # --- the Wave side, per entity -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def wave_read(self, ctx: Context, wave_id: str) -> Record: ...
+
+    @abstractmethod
+    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> Record | None: ...
+
+    @abstractmethod
+    def wave_create(self, ctx: Context, canonical: Canonical) -> Record: ...
+
+    @abstractmethod
+    def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record: ...
+
+    @abstractmethod
+    def wave_delete(self, ctx: Context, record: Record) -> None: ...
+
+    @abstractmethod
+    def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None: ...
+
+    def wave_match_by_keys(
+        self, ctx: Context, values: Mapping[str, str | None], same: Callable[[Record], bool]
+    ) -> Record | None:
+        """The Wave record holding these natural keys ({Wave field: value}) that `same` accepts, found through the
+        index the Wave pollers keep (shared/natural_keys.py) and confirmed by a read. The index is brought up to
+        date (within WAVESYNC_MATCH_FRESHNESS) before "none" is believed: a person may have made the record in
+        Wave since the last poll."""
+        index = WaveKeys(ctx.redis, ctx.settings)
+        tried: set[str] = set()
+        for up_to_date in (False, True):
+            if up_to_date:
+                index.ensure_fresh(self.entity, ctx.wave)
+                found = index.candidates(self.entity, values)
+            else:
+                found = index.lookup(self.entity, values, ctx.wave)  # brings the index up to date when it finds none
+            for wave_id in (f for f in found if f not in tried):
+                tried.add(wave_id)
+                try:
+                    record = self.wave_read(ctx, wave_id)
+                except NotFoundError:
+                    index.forget_record(self.entity, wave_id)  # deleted in Wave: polls never see that
+                    continue
+                if same(record):
+                    return record
+            if not found:
+                return None
+        return None
+
+    # --- both sides --------------------------------------------------------------------------------------------
+
+    def read(self, ctx: Context, system: System, record_id: str) -> Record:
+        if system == "wave":
+            return self.wave_read(ctx, record_id)
+        return ctx.customerp.get(self.entity, record_id).model_dump(mode="json")
+
+    def match(self, ctx: Context, system: System, canonical: Canonical, since: datetime | None) -> Record | None:
+        """An existing record on `system` that is the same real thing (natural key). `since` narrows the search to
+        records changed after an interrupted create started."""
+        if system == "wave":
+            return self.wave_match(ctx, canonical, since)
+        return self.customerp_match(ctx, canonical)
+
+    def create(self, ctx: Context, system: System, canonical: Canonical, source_id: str) -> Record:
+        if system == "wave":
+            return self.wave_create(ctx, canonical)
+        # A deterministic key: a retry after a lost response returns the record already created.
+        key = f"wavesync:{self.entity}:wave:{source_id}"
+        body = self.customerp_body(ctx, canonical, None)
+        return ctx.customerp.create(self.entity, body, idempotency_key=key).model_dump(mode="json")
+
+    def update(
+        self, ctx: Context, system: System, record: Record, canonical: Canonical, changed: set[str], *, verify: bool
+    ) -> Record:
+        """Write `changed` fields of `canonical` onto `record`, refusing if the record moved on meanwhile.
+
+        Customerp writes are conditional (If-Match). Wave has no conditional write: when `record` was not read in
+        this task (a poll snapshot), re-read it and compare modifiedAt first.
+        """
+        if system == "customerp":
+            body = self.customerp_body(ctx, canonical, changed)
+            return ctx.customerp.update(
+                self.entity, str(record["id"]), body, version=int(record["version"])
+            ).model_dump(mode="json")
+        if verify:
+            current = self.wave_read(ctx, str(record["id"]))
+            if record_version("wave", current) != record_version("wave", record):
+                raise ConflictError(f"Wave {self.entity[:-1]} changed since it was polled", system="wave")
+        return self.wave_update(ctx, record, canonical, changed)
+
+    def delete(self, ctx: Context, system: System, record: Record) -> None:
+        """Delete `record`; one that is already gone (an earlier attempt whose answer was lost) counts as done."""
+        try:
+            if system == "wave":
+                self.wave_delete(ctx, record)
+            else:
+                ctx.customerp.delete(self.entity, str(record["id"]), version=int(record["version"]))
+        except NotFoundError:
+            log.info("%s %s:%s was already deleted", self.entity, system, record["id"])
+
+
+def prune_nulls(body: dict[str, Any]) -> dict[str, Any]:
+    """Create inputs leave unknown values out rather than sending nulls."""
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if isinstance(value, dict):
+            value = prune_nulls(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
