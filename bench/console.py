@@ -25,7 +25,9 @@ from sqlalchemy import insert
 
 from sandboxes.serve import ServerThread
 from shared.settings import Settings
+from shared.store import link_state
 from shared.store.db import Database, upgrade
+from shared.store.link_state import Settled
 from shared.store.models import DeadLetter, HistoryEntry, Link
 from shared.versions import utcnow
 from wavesync.embedded import EmbeddedRedis
@@ -51,7 +53,7 @@ def _entity(n: int) -> str:
 
 
 def fill(database_url: str, volume: Volume, log: Log, batch: int = 20_000) -> dict[str, float]:
-    """Bulk-insert the volume: links with realistic snapshots, history spread over 90 days, dead letters."""
+    """Bulk-insert the volume: links with realistic agreed records, history spread over 90 days, dead letters."""
     upgrade(database_url)
     db = Database(database_url)
     rng = random.Random(7)
@@ -64,13 +66,17 @@ def fill(database_url: str, volume: Volume, log: Log, batch: int = 20_000) -> di
                 "entity": _entity(n),
                 "customerp_id": f"cp{n:07d}",
                 "wave_id": f"QnVzaW5lc3M6{n:012d}",
-                "snapshot": {
-                    "name": f"Company {n} Ltd",
-                    "email": f"buyer{n}@example.com",
-                    "number": f"C-{n:07d}",
-                    "phone": f"+1 555 {n % 10000:04d}",
-                    "notes": "Net 30",
-                },
+                "state_document": link_state.dump(
+                    Settled(
+                        {
+                            "name": f"Company {n} Ltd",
+                            "email": f"buyer{n}@example.com",
+                            "number": f"C-{n:07d}",
+                            "phone": f"+1 555 {n % 10000:04d}",
+                            "notes": "Net 30",
+                        }
+                    )
+                ),
                 "customerp_version": str(n % 50 + 1),
                 "wave_version": "2026-11-01T00:00:00.000Z",
                 "created_at": now,

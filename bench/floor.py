@@ -21,6 +21,7 @@ from sqlalchemy import delete
 from bench.stack import CP_KEY, WAVE_TOKEN, Stack
 from shared import keys
 from shared.leases import LOCK_LEASE_S
+from shared.store.link_state import Settled
 from shared.store.links import find_link, save_link
 from shared.store.models import Link
 from shared.wave import documents
@@ -28,7 +29,7 @@ from shared.wave import documents
 # A link entity no flow uses, so the floor's rows never meet a real link; they are deleted afterwards.
 SCRATCH_ENTITY = "bench-floor"
 PARTS = ("lock", "link", "http")
-# A customer's snapshot of the usual size, so the JSON column costs what a real link's does.
+# A customer's agreed record of the usual size, so the link's JSON state costs what a real link's does.
 SNAPSHOT: dict[str, Any] = {
     "name": "Floor Test Ltd",
     "email": "floor@example.com",
@@ -79,7 +80,7 @@ class Floor:
                 entity=SCRATCH_ENTITY,
                 customerp_id=record_id,
                 wave_id=f"wave-{record_id}",
-                snapshot=SNAPSHOT,
+                state=Settled(SNAPSHOT),
                 customerp_version="000000000001",
                 wave_version="2026-11-29T00:00:00.000Z",
             )

@@ -25,7 +25,6 @@ import redis
 from pydantic import BaseModel
 
 from shared import keys
-from shared.errors import RetryableError
 from shared.settings import Entity, Settings
 from shared.versions import normalise_timestamp
 from shared.wave.client import WaveClient
@@ -41,6 +40,8 @@ KEY_FIELDS: dict[Entity, tuple[str, ...]] = {
 _TOMBSTONE = "~"
 # Sorted set: entity -> epoch seconds as of which its index holds every Wave record (ZADD GT: it only moves on).
 _COMPLETE_KEY = f"{keys.PREFIX}:index:wave:complete"
+# How long a process waits for another's listing before it lists itself (see `ensure_fresh`).
+LISTING_WAIT_S = 3.0
 _WAIT_STEP_S = 0.05
 
 # KEYS[1] key -> JSON list of ids, KEYS[2] id -> {"m": modifiedAt, "k": [keys]}; ARGV: (id, modifiedAt, JSON keys)*.
@@ -163,18 +164,19 @@ class WaveKeys:
     def ensure_fresh(self, entity: Entity, wave: WaveClient, *, max_age: float | None = None) -> bool:
         """Make the index complete as of at most `max_age` seconds ago (default `match_freshness`); True when this
         call listed Wave. One process lists (a Redis lock), the others wait for its result: a backfill costs one
-        listing per `max_age` seconds, not one per record. RetryableError when no listing ends in time."""
+        listing per `max_age` seconds, not one per record. A listing normally takes a fraction of a second: one that
+        has not ended after `LISTING_WAIT_S` (a slow Wave, or a lister killed mid-listing) is not waited for any
+        longer; this process lists too, as a duplicate listing only repeats idempotent puts."""
         needed = time.time() - (self.settings.match_freshness if max_age is None else max_age)
-        patience = 2 * self.settings.http_timeout
-        deadline = time.monotonic() + patience
         lock = _refresh_lock_key(entity)
+        deadline = time.monotonic() + LISTING_WAIT_S
         while True:
             as_of = self.complete_as_of(entity)
             if as_of is not None and as_of >= needed:
                 return False
             token = uuid.uuid4().hex
-            # A holder that dies mid-listing frees the lock after `patience`: another process then lists.
-            if self.redis.set(lock, token, nx=True, px=int(patience * 1000)):
+            taken = bool(self.redis.set(lock, token, nx=True, px=int(2 * self.settings.http_timeout * 1000)))
+            if taken or time.monotonic() > deadline:
                 try:
                     as_of = self.complete_as_of(entity)  # a listing may have ended since the first look
                     if as_of is not None and as_of >= needed:
@@ -182,9 +184,8 @@ class WaveKeys:
                     self._refresh(entity, wave, as_of)
                     return True
                 finally:
-                    self._release(keys=[lock], args=[token])
-            if time.monotonic() > deadline:
-                raise RetryableError(f"the Wave {entity} index was not brought up to date within {patience:.0f}s")
+                    if taken:
+                        self._release(keys=[lock], args=[token])
             time.sleep(_WAIT_STEP_S)
 
     def _refresh(self, entity: Entity, wave: WaveClient, as_of: float | None) -> None:

@@ -224,14 +224,20 @@ class PairSync:
         created, sent = self.creates.make(source.fields)
         self.fresh.add(self.target)
         made = self.side(self.target, created)
-        # Record the pair at once, before a later step can fail: no other sync can then take either record for another
-        # partner. Until a merge settles it, each side's base is what it held at the create: the defaults the target
-        # filled in (a due date, a number) flow back, and the source's edits since the first attempt flow on.
+        # Until a merge settles the pair, each side's base is what it held at the create: the defaults the target filled
+        # in (a due date, a number) flow back, and the source's edits since an earlier attempt's create flow on.
         state = Unsettled({self.source: sent, self.target: made.fields}, made.fields)
         made_from = history.created(self.ctx.settings, self.msg, self.target, sent)
+        first = core.merge(state, source, made, self.policy, self.ctx.clock())
+        if isinstance(first, core.Merge) and not first.writes:
+            # Both hold one record already (the usual create): the pair is recorded settled, in one transaction.
+            self._save(None, {self.source: source, self.target: made}, Settled(first.merged), decision=made_from)
+            return "created"
+        # Otherwise the pair is recorded at once, before a write can fail: no other sync can then take either record
+        # for another partner, and a retry merges instead of creating again.
         link = self._save(None, {self.source: source, self.target: made}, state, decision=made_from, resolve=False)
         try:
-            self._merge(link, source, made, core.merge(state, source, made, self.policy, self.ctx.clock()))
+            self._merge(link, source, made, first)
         except NotFoundError:
             # One of the pair was deleted meanwhile: reconcile sees the linked record gone and propagates it.
             log.info("%s %s was deleted while its partner was made", self.flow.entity, self.msg.key())

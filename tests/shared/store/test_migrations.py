@@ -145,3 +145,43 @@ def test_downgrade_below_history_drops_resolved_dead_letters_rather_than_reopen_
     command.downgrade(alembic_config(database_url), "0002")
     with Database(database_url).engine.connect() as conn:
         assert conn.execute(text("SELECT source_id FROM dead_letters")).scalars().all() == ["open-1"]
+
+
+def test_links_of_the_old_snapshot_format_become_typed_states_and_back(database_url: str) -> None:
+    """0004: a snapshot (a record, or one marked by __bases__/__pending__ keys) becomes a typed state; the downgrade
+    gives the old snapshot back."""
+    import json
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from shared.store.db import alembic_config
+    from shared.store.link_state import Unsettled
+
+    upgrade(database_url, "0003")
+    agreed = {"name": "Ada", "email": "ada@example.com"}
+    pending = {"name": "Ada L", "email": "ada@example.com"}
+    unsettled = {"__bases__": {"customerp": agreed, "wave": {"name": "Ada"}}, "__pending__": pending}
+    db = Database(database_url)
+    with db.engine.begin() as conn:
+        for n, snapshot in enumerate((agreed, unsettled)):
+            conn.execute(
+                text(
+                    "INSERT INTO links (entity, customerp_id, wave_id, snapshot, customerp_version, wave_version, "
+                    "created_at, synced_at, row_version) VALUES ('customers', :cp, :w, :s, '1', 'a', :t, :t, 1)"
+                ),
+                {"cp": f"c{n}", "w": f"w{n}", "s": json.dumps(snapshot), "t": "2026-11-29 12:00:00+00:00"},
+            )
+    upgrade(database_url)
+    with db.session() as s:
+        settled_link = store.find_link(s, "customers", "customerp", "c0")
+        unsettled_link = store.find_link(s, "customers", "customerp", "c1")
+        assert settled_link is not None
+        assert unsettled_link is not None
+        assert settled_link.state == Settled(agreed)
+        assert unsettled_link.state == Unsettled({"customerp": agreed, "wave": {"name": "Ada"}}, pending)
+    command.downgrade(alembic_config(database_url), "0003")
+    with db.engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT customerp_id, snapshot FROM links")).all())
+    decoded = {k: json.loads(v) if isinstance(v, str) else v for k, v in rows.items()}
+    assert decoded == {"c0": agreed, "c1": unsettled}
