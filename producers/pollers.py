@@ -26,7 +26,6 @@ from shared.context import Context, get_context
 from shared.enqueue import enqueue
 from shared.errors import RetryableError
 from shared.messages import ChangeMessage, System
-from shared.natural_keys import WaveKeys
 from shared.settings import Entity, load_settings
 from shared.store import links as store
 from shared.versions import customerp_version, normalise_timestamp, parse_timestamp, record_version, utcnow
@@ -82,7 +81,7 @@ class Poller:
                 for archived in (False, True) if self.entity == "products" else (None,):
                     self._poll_wave(archived)
                 # Every record modified before this run began is indexed: a create can skip its own listing.
-                WaveKeys(ctx.redis, ctx.settings).mark_complete(self.entity, started)
+                ctx.wave_keys.mark_complete(self.entity, started)
             self._record_run(started)
             self._resend_lost()
         return self.stats
@@ -212,7 +211,7 @@ class Poller:
         done = ctx.coordinator.done_versions(self.entity, self.system, [i for i in ids if i not in linked])
         if self.system == "wave":
             # Wave's natural keys (emails, displayIds, names, invoice numbers): the workers match on them for free.
-            WaveKeys(ctx.redis, ctx.settings).put_records(self.entity, records)
+            ctx.wave_keys.put_records(self.entity, records)
         for record in records:
             message = self._message(record, linked.get(str(record["id"])))
             if message is None:

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import httpx
 import redis
@@ -13,6 +14,7 @@ import redis
 from shared import leases, metrics
 from shared.coordination import Coordinator
 from shared.customerp.client import CustomerpClient
+from shared.natural_keys import WaveKeys
 from shared.ratelimit import FleetRateLimiter, RateLimitedTransport
 from shared.settings import Settings
 from shared.store.db import Database
@@ -71,6 +73,11 @@ class Context:
             redis=client,
             coordinator=Coordinator(client),
         )
+
+    @cached_property
+    def wave_keys(self) -> WaveKeys:
+        """The index of Wave's natural keys (one per process: it registers its scripts once)."""
+        return WaveKeys(self.redis, self.settings)
 
     def close(self) -> None:
         self.customerp.close()

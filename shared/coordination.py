@@ -194,6 +194,20 @@ class Coordinator:
             pipe.hdel(keys.creating_key(entity, target), source_id)
         pipe.execute()
 
+    def creations_around(
+        self, entity: Entity, source: str, source_id: str, *, max_age_s: float, now: datetime
+    ) -> tuple[list[CreateIntent], CreateIntent | None]:
+        """In one round trip: the unfinished creations into `source` (younger than `max_age_s`), and the unfinished
+        creation of `source_id`'s own partner in the other system, if one was begun."""
+        target = "wave" if source == "customerp" else "customerp"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.creating_key(entity, source))
+        pipe.hget(keys.creating_key(entity, target), source_id)
+        into_source, own = pipe.execute()
+        intents = [CreateIntent.parse(k, v) for k, v in into_source.items()]
+        young = [i for i in intents if (now - i.started).total_seconds() < max_age_s]
+        return young, CreateIntent.parse(source_id, own) if own is not None else None
+
     def creations_in_flight(
         self, entity: Entity, target: str, *, max_age_s: float, now: datetime
     ) -> list[CreateIntent]:

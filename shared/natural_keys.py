@@ -113,23 +113,33 @@ class WaveKeys:
         """Ids of the Wave records having any of `values` ({Wave field: value}, e.g. {"email": …, "displayId": …}),
         those matching more of them first, then in the order of `values`. Hints, not proof: a person may have
         deleted one in Wave since (read it; on NotFoundError `forget_record` it and look again)."""
-        fields = [_field(entity, name, value) for name, value in values.items() if value and value.strip()]
-        if not fields:
-            return []
-        hits: dict[str, int] = {}
-        for raw in self.redis.hmget(_index_key(entity, "keys"), fields):
-            for wave_id in json.loads(raw) if raw else ():
-                hits[wave_id] = hits.get(wave_id, 0) + 1
-        return sorted(hits, key=lambda wave_id: -hits[wave_id])  # stable: ties keep the order of `values`
+        return self._candidates_and_completeness(entity, values)[0]
 
     def lookup(self, entity: Entity, values: Mapping[str, str | None], wave: WaveClient) -> list[str]:
         """`candidates` for a record about to be created in Wave: when the index knows none, it is first brought
         up to date within `match_freshness` seconds, so that "none" means none (but for that window)."""
-        found = self.candidates(entity, values)
-        if not found:
+        found, as_of = self._candidates_and_completeness(entity, values)
+        if not found and (as_of is None or as_of < time.time() - self.settings.match_freshness):
             self.ensure_fresh(entity, wave)
             found = self.candidates(entity, values)
         return found
+
+    def _candidates_and_completeness(
+        self, entity: Entity, values: Mapping[str, str | None]
+    ) -> tuple[list[str], float | None]:
+        """`candidates`, and `complete_as_of`, in one round trip (every create looks up both)."""
+        fields = [_field(entity, name, value) for name, value in values.items() if value and value.strip()]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zscore(_COMPLETE_KEY, entity)
+        if fields:
+            pipe.hmget(_index_key(entity, "keys"), fields)
+        answers = pipe.execute()
+        as_of = None if answers[0] is None else float(answers[0])
+        hits: dict[str, int] = {}
+        for raw in answers[1] if fields else ():
+            for wave_id in json.loads(raw) if raw else ():
+                hits[wave_id] = hits.get(wave_id, 0) + 1
+        return sorted(hits, key=lambda wave_id: -hits[wave_id]), as_of  # stable: ties keep the order of `values`
 
     def complete_as_of(self, entity: Entity) -> float | None:
         """Epoch seconds as of which the index holds every Wave record of `entity` (None: never complete)."""

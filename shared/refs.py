@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from shared.entities import EntityDef, Reference
 from shared.errors import PermanentError
@@ -30,18 +30,26 @@ class LinkLookup:
         self.db = db
         self.known: dict[tuple[Entity, System, str], str] = {}
 
-    def partners(self, entity: Entity, system: System, record_ids: Iterable[str]) -> dict[str, str]:
-        """The partner ids of those of `record_ids` that are linked (one query for all not known yet)."""
-        wanted = set(record_ids)
-        found = {r: self.known[(entity, system, r)] for r in wanted if (entity, system, r) in self.known}
-        unknown = wanted - found.keys()
+    def partners(self, system: System, wanted: Mapping[Entity, Iterable[str]]) -> dict[tuple[Entity, str], str]:
+        """{(entity, id): partner id} of those `wanted` records ({entity: ids of `system`}) that are linked: one
+        query for all not known yet."""
+        found: dict[tuple[Entity, str], str] = {}
+        unknown: dict[str, set[str]] = {}
+        for entity, ids in wanted.items():
+            for record_id in ids:
+                known = self.known.get((entity, system, record_id))
+                if known is not None:
+                    found[(entity, record_id)] = known
+                else:
+                    unknown.setdefault(entity, set()).add(record_id)
         if unknown:
             with self.db.session() as session:
-                linked = store.links_by_ids(session, entity, system, unknown)
-            for record_id, link in linked.items():
-                found[record_id] = link.partner_id(system)
-                self.known[(entity, system, record_id)] = link.partner_id(system)
-                self.known[(entity, other(system), link.partner_id(system))] = record_id
+                linked = store.partner_ids(session, system, unknown)
+            for (name, record_id), partner in linked.items():
+                entity = cast(Entity, name)
+                found[(entity, record_id)] = partner
+                self.known[(entity, system, record_id)] = partner
+                self.known[(entity, other(system), partner)] = record_id
         return found
 
 
@@ -57,23 +65,22 @@ def resolve_refs(
     if not definition.references:
         return dict(canonical)
     out = copy.deepcopy(dict(canonical))
-    for reference in definition.references:
-        ids = list(_values(out, reference))
-        if not ids:
-            continue
-        partners = lookup.partners(reference.entity, from_system, ids)
-        for record_id in sorted(set(ids) - partners.keys()):
+    wanted = {reference.entity: list(_values(out, reference)) for reference in definition.references}
+    partners = lookup.partners(from_system, wanted)
+    for entity, ids in wanted.items():
+        for record_id in sorted(set(ids) - {i for e, i in partners if e == entity}):
             if create_missing is not None:
-                create_missing(reference.entity, from_system, record_id)
-                partners |= lookup.partners(reference.entity, from_system, [record_id])
-            if record_id not in partners:
+                create_missing(entity, from_system, record_id)
+                partners |= lookup.partners(from_system, {entity: [record_id]})
+            if (entity, record_id) not in partners:
                 raise PermanentError(
-                    f"the {definition.name[:-1]}'s {reference.entity[:-1]} {from_system}:{record_id} has no partner in "
-                    f"{other(from_system)} (its creation is switched off, or it is in the {reference.entity} "
-                    "dead-letter queue): fix that first, then replay",
+                    f"the {definition.name[:-1]}'s {entity[:-1]} {from_system}:{record_id} has no partner in "
+                    f"{other(from_system)} (its creation is switched off, or it is in the {entity} dead-letter "
+                    "queue): fix that first, then replay",
                     system="sync",
                 )
-        _replace(out, reference, partners)
+    for reference in definition.references:
+        _replace(out, reference, {i: p for (e, i), p in partners.items() if e == reference.entity})
     return out
 
 

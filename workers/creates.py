@@ -49,18 +49,18 @@ class Creates:
         self.source, self.target, self.source_id = source, other(source), source_id
         self.canonical, self.outbound = canonical, outbound
 
-    def begun(self) -> bool:
-        """An earlier attempt began creating the partner: finish that, rather than take whatever a natural key finds
-        (the half-made partner itself, merged as if both had always existed)."""
-        return self.ctx.coordinator.create_intent(self.flow.entity, self.target, self.source_id) is not None
+    def before_matching(self, fields: Fields) -> bool:
+        """Whether an earlier attempt began creating the partner (then that create is finished, rather than taking
+        whatever a natural key finds: the half-made partner itself, merged as if both had always existed).
 
-    def wait_for_creations_into_source(self, fields: Fields) -> None:
-        """The source record may itself be the product of an unfinished create from the other side (its link not
-        recorded yet): creating a partner for it would duplicate the record that create started from."""
+        Waits (MustWaitError) while the source record may itself be the product of an unfinished create from the other
+        side, its link not recorded yet: creating a partner for it would duplicate the record that create started from.
+        """
         ctx, entity = self.ctx, self.flow.entity
-        for intent in ctx.coordinator.creations_in_flight(
-            entity, self.source, max_age_s=CREATE_IN_FLIGHT_S, now=ctx.clock()
-        ):
+        into_source, own = ctx.coordinator.creations_around(
+            entity, self.source, self.source_id, max_age_s=CREATE_IN_FLIGHT_S, now=ctx.clock()
+        )
+        for intent in into_source:
             if intent.sent and self.flow.definition.holds(fields, intent.sent):
                 if (ctx.clock() - intent.attempted).total_seconds() > self._settle_time(intent):
                     # The create has had time to land and its sync has not recorded the link: that sync may never
@@ -75,6 +75,7 @@ class Creates:
                     # often rather than backing off for minutes after the pair is already made.
                     wait_at_most=CREATED_LINK_RECHECK_S,
                 )
+        return own is not None
 
     def made_for_another(self, match: Fields) -> bool:
         """Whether a record found by natural key is what an unfinished sync of another record just created (its link

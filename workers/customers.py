@@ -10,7 +10,7 @@ from shared.context import Context
 from shared.entities import CUSTOMERS
 from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage
-from shared.natural_keys import WaveKeys, normalise_key
+from shared.natural_keys import normalise_key
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
 from workers.flow import Flow, Record
@@ -52,17 +52,16 @@ class CustomerFlow(Flow):
     def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
         created = ctx.wave.create_customer(self.wave_input(ctx, canonical, None))
         record = created.model_dump(mode="json", by_alias=True)
-        WaveKeys(ctx.redis, ctx.settings).put_record("customers", record)
         return record
 
     def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
         patched = ctx.wave.patch_customer(record["id"], self.wave_input(ctx, canonical, changed))
-        WaveKeys(ctx.redis, ctx.settings).put_record("customers", patched)
+        ctx.wave_keys.put_record("customers", patched)
         return patched.model_dump(mode="json", by_alias=True)
 
     def wave_delete(self, ctx: Context, record: Record) -> None:
         ctx.wave.delete_customer(record["id"])
-        WaveKeys(ctx.redis, ctx.settings).forget_record("customers", record["id"])
+        ctx.wave_keys.forget_record("customers", record["id"])
 
 
 FLOW = CustomerFlow()

@@ -159,8 +159,7 @@ class PairSync:
     def _find_partner(self, source: core.Side) -> core.Side | None:
         """The partner of a record not linked yet: what an earlier attempt began creating, or a record that is the
         same real thing (natural key) and not anyone else's partner."""
-        self.creates.wait_for_creations_into_source(source.fields)
-        self._begun = self.creates.begun()
+        self._begun = self.creates.before_matching(source.fields)
         if self._begun:
             return None  # finish that create (workers/creates.py)
         found = self.flow.match(self.ctx, self.target, dict(source.fields), None)
@@ -364,7 +363,9 @@ class PairSync:
         entity = self.flow.entity
         try:
             with self.ctx.db.session() as session:
-                current = session.merge(link) if link is not None else None
+                current = link
+                if current is not None:
+                    session.add(current)  # as loaded: its row version fences the UPDATE, no SELECT first
                 ids = {
                     s: sides[s].id if s in sides else (current.own_id(s) if current else "")
                     for s in ("customerp", "wave")

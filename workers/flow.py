@@ -18,7 +18,6 @@ from shared.entities import EntityDef
 from shared.errors import ConflictError, NotFoundError
 from shared.mapping.fields import Canonical, payload
 from shared.messages import System
-from shared.natural_keys import WaveKeys
 from shared.settings import Entity
 from shared.versions import record_version
 
@@ -72,8 +71,9 @@ class Flow(ABC):
         """The Wave record holding these natural keys ({Wave field: value}) that `same` accepts, found through the
         index the Wave pollers keep (shared/natural_keys.py) and confirmed by a read. The index is brought up to
         date (within WAVESYNC_MATCH_FRESHNESS) before "none" is believed: a person may have made the record in
-        Wave since the last poll."""
-        index = WaveKeys(ctx.redis, ctx.settings)
+        Wave since the last poll. A record a create makes is not indexed here: it is linked at once, so no match
+        could take it, and the next poll indexes it."""
+        index = ctx.wave_keys
         tried: set[str] = set()
         for up_to_date in (False, True):
             if up_to_date:

@@ -18,7 +18,6 @@ from shared.errors import FieldError, ForbiddenEditError
 from shared.mapping import orders as mapping
 from shared.mapping.fields import Canonical, payload
 from shared.messages import ChangeMessage, System
-from shared.natural_keys import WaveKeys
 from shared.settings import Entity
 from workers import customers, products
 from workers.base import SyncTask, is_repeat
@@ -83,7 +82,6 @@ class OrderFlow(Flow):
     def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
         record = ctx.wave.create_invoice(self.wave_input(ctx, canonical, None)).model_dump(mode="json", by_alias=True)
         record = self._advance_status(ctx, record, canonical)
-        WaveKeys(ctx.redis, ctx.settings).put_record("orders", record)
         return record
 
     def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
@@ -124,7 +122,7 @@ class OrderFlow(Flow):
 
     def wave_delete(self, ctx: Context, record: Record) -> None:
         ctx.wave.delete_invoice(record["id"])
-        WaveKeys(ctx.redis, ctx.settings).forget_record("orders", record["id"])
+        ctx.wave_keys.forget_record("orders", record["id"])
 
 
 FLOW = OrderFlow()

@@ -12,7 +12,7 @@ from shared.entities import PRODUCTS
 from shared.errors import FieldError, ForbiddenEditError, PermanentError
 from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage, System
-from shared.natural_keys import WaveKeys, normalise_key
+from shared.natural_keys import normalise_key
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
 from workers.flow import Flow, Record
@@ -89,7 +89,6 @@ class ProductFlow(Flow):
         record = created.model_dump(mode="json", by_alias=True)
         if canonical.get("archived"):
             record = ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
-        WaveKeys(ctx.redis, ctx.settings).put_record("products", record)
         return record
 
     def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
@@ -107,7 +106,7 @@ class ProductFlow(Flow):
             )
         if "archived" in changed:
             record = ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
-        WaveKeys(ctx.redis, ctx.settings).put_record("products", record)
+        ctx.wave_keys.put_record("products", record)
         return record
 
     def wave_delete(self, ctx: Context, record: Record) -> None:

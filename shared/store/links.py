@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,17 @@ def links_by_ids(session: Session, entity: str, system: str, record_ids: Iterabl
     column = Link.customerp_id if system == "customerp" else Link.wave_id
     rows = session.scalars(select(Link).where(Link.entity == entity, column.in_(ids))).all()
     return {row.own_id(system): row for row in rows}
+
+
+def partner_ids(session: Session, system: str, wanted: Mapping[str, Iterable[str]]) -> dict[tuple[str, str], str]:
+    """{(entity, id): partner id} of the linked records among `wanted` ({entity: ids of `system`}), in one query
+    that reads two columns: an order's references are translated on every sync, and need nothing else of a link."""
+    own, partner = (Link.customerp_id, Link.wave_id) if system == "customerp" else (Link.wave_id, Link.customerp_id)
+    either = [and_(Link.entity == entity, own.in_(list(ids))) for entity, ids in wanted.items() if ids]
+    if not either:
+        return {}
+    rows = session.execute(select(Link.entity, own, partner).where(or_(*either))).all()
+    return {(entity, record_id): partner_id for entity, record_id, partner_id in rows}
 
 
 def all_links(session: Session, entity: str) -> Sequence[Link]:
@@ -141,23 +152,42 @@ def dead_letter_versions(session: Session, entity: str, system: str, record_ids:
     return dict(rows)
 
 
+# Built once: this runs on every sync that records a pair, and building the statement cost more than running it.
+_RESOLVE = (
+    update(DeadLetter)
+    .where(
+        DeadLetter.entity == bindparam("b_entity"),
+        DeadLetter.resolved_at.is_(None),
+        or_(
+            and_(DeadLetter.source == "customerp", DeadLetter.source_id == bindparam("b_customerp_id")),
+            and_(DeadLetter.source == "wave", DeadLetter.source_id == bindparam("b_wave_id")),
+        ),
+    )
+    .values(
+        resolved_at=bindparam("b_now"),
+        resolution=case((DeadLetter.replayed_at.is_not(None), bindparam("b_replayed_how")), else_=bindparam("b_how")),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def resolve_dead_letters(
     session: Session, entity: str, system_ids: Mapping[str, str | None], *, how: str = "synced"
 ) -> int:
     """A record synced (or its pair was deleted: `how`): its open dead letters (from either side) leave the queue
-    and stay visible as resolved. One statement for both sides: this runs on every sync that records a pair."""
-    either = [
-        and_(DeadLetter.source == system, DeadLetter.source_id == record_id)
-        for system, record_id in system_ids.items()
-        if record_id
-    ]
-    if not either:
+    and stay visible as resolved. One statement for both sides."""
+    if not any(system_ids.values()):
         return 0
-    resolution = case((DeadLetter.replayed_at.is_not(None), f"replayed and {how}"), else_=how)
     result = session.execute(
-        update(DeadLetter)
-        .where(DeadLetter.entity == entity, DeadLetter.resolved_at.is_(None), or_(*either))
-        .values(resolved_at=utcnow(), resolution=resolution)
-        .execution_options(synchronize_session=False)
+        _RESOLVE,
+        {
+            "b_entity": entity,
+            # An absent side matches no row: dead letters always name the record they are about.
+            "b_customerp_id": system_ids.get("customerp") or "",
+            "b_wave_id": system_ids.get("wave") or "",
+            "b_now": utcnow(),
+            "b_how": how,
+            "b_replayed_how": f"replayed and {how}",
+        },
     )
     return int(getattr(result, "rowcount", 0) or 0)
