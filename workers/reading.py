@@ -1,0 +1,78 @@
+"""How the sync reads a pair: each side's record as `plan` sees it, with references translated both ways.
+
+Every record read (or answered by a write) is kept, because a write needs the record itself (its version for
+If-Match, an invoice's status), and every side read in this task is remembered as fresh: a write to it needs no
+second look first.
+"""
+
+from __future__ import annotations
+
+from shared.context import Context
+from shared.entities import Options
+from shared.errors import NotFoundError, PermanentError
+from shared.messages import ChangeMessage, System, other
+from shared.refs import CreateMissing, LinkLookup, resolve_refs
+from shared.store.models import Link
+from shared.versions import modified_at, record_version
+from workers import plan as core
+from workers.flow import Flow, Record
+
+
+class Reader:
+    def __init__(self, ctx: Context, flow: Flow, message: ChangeMessage, create_missing: CreateMissing | None) -> None:
+        self.ctx, self.flow, self.msg, self.create_missing = ctx, flow, message, create_missing
+        self.options = Options.of(ctx.settings)
+        self.links = LinkLookup(ctx.db)
+        self.fresh: set[System] = set()  # sides read in this task: no need to re-check them before a write
+        self.records: dict[System, Record] = {}  # the latest of each side, as read or as a write answered
+
+    def source(self, reread: bool) -> core.Source:
+        """The message's record: read now, or as the poll saw it (NotFoundError when it is gone)."""
+        msg = self.msg
+        if reread:
+            record = self.flow.read(self.ctx, msg.source, msg.source_id)
+            self.fresh.add(msg.source)
+        else:
+            assert msg.snapshot is not None
+            record = msg.snapshot
+        side = self.side(msg.source, record)
+        return core.Source(msg.source, msg.source_id, side.version, side, forced=msg.reread)
+
+    def partner(self, link: Link) -> core.Side:
+        """The linked partner; one that is gone is for reconcile to propagate."""
+        target = other(self.msg.source)
+        partner_id = link.partner_id(self.msg.source)
+        try:
+            record = self.flow.read(self.ctx, target, partner_id)
+        except NotFoundError:
+            raise PermanentError(
+                f"the linked {target} {self.flow.entity[:-1]} {partner_id} no longer exists (deleted in {target}?); "
+                "run `wavesync reconcile` to propagate the deletion",
+                system="sync",
+            ) from None
+        self.fresh.add(target)
+        return self.side(target, record)
+
+    def side(self, system: System, record: Record) -> core.Side:
+        """`record` as `plan` sees it."""
+        self.records[system] = record
+        return core.Side(
+            system,
+            str(record["id"]),
+            record_version(system, record),
+            modified_at(system, record),
+            self.canonical(system, record),
+        )
+
+    def canonical(self, system: System, record: Record) -> dict[str, object]:
+        """`record` as the sync compares it, references named by Customerp ids."""
+        fields = self.flow.definition.canonical(system, record, self.options)
+        if system == "customerp":
+            return fields
+        return resolve_refs(self.links, self.flow.definition, fields, "wave", create_missing=self.create_missing)
+
+    def outbound(self, system: System, fields: core.Fields) -> dict[str, object]:
+        """Canonical `fields` with references named by `system`'s ids, to be written there."""
+        if system == "customerp":
+            return dict(fields)
+        return resolve_refs(self.links, self.flow.definition, fields, "customerp", create_missing=self.create_missing)
