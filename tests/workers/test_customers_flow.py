@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from shared.store import links as store
 from tests.harness import System
 
 pytestmark = pytest.mark.integration
@@ -144,3 +146,21 @@ def test_onboarding_matches_by_customer_number_when_there_is_no_email(system: Sy
     [cp] = [c for c in cp_customers(system) if c.get("customer_number") == "C-900"]
     assert len(wave_customers(system)) == len(cp_customers(system)) == 1
     assert cp["company_name"] == wave["name"]
+
+
+def test_a_customer_a_person_made_in_wave_since_the_last_poll_is_matched_not_duplicated(system: System) -> None:
+    """The key index (fed by the Wave polls) does not know it yet; the freshness guard lists Wave's recent changes
+    before a create believes "no match". Without the guard the index alone would make a second customer."""
+    system.poll(("wave",))  # the index is complete as of now
+    person = system.ctx.wave.create_customer({"name": "Made by hand", "email": "hand@made.test"})
+    made = system.boxes.cp("POST", "customers", {"company_name": "Hand Made AS", "email": "HAND@made.test"})
+    assert system.ctx.wave_keys.candidates("customers", {"email": "hand@made.test"}) == []
+    time.sleep(system.settings.match_freshness)  # the index is now older than the window it may be trusted for
+    system.poll(("customerp",))  # Customerp only: no Wave poll indexes the person's customer
+    system.wait_idle()
+    matches = [c for c in wave_customers(system) if (c.get("email") or "").lower() == "hand@made.test"]
+    assert [c["id"] for c in matches] == [person.id]
+    with system.ctx.db.session() as session:
+        link = store.find_link(session, "customers", "customerp", str(made["id"]))
+    assert link is not None
+    assert link.wave_id == person.id
