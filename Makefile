@@ -10,7 +10,7 @@ LOCKS := requirements/dev.lock requirements/runtime.lock requirements/image.lock
 LOCK_TOOLS := $(VENV)/lock-tools
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: install demo test lint typecheck pytest bench soak lock lock-check refresh-wave-schema clean
+.PHONY: install demo test unit lint typecheck pytest bench soak lock lock-check refresh-wave-schema clean
 
 # The build backend (setuptools) is in the lock too, so the project is built without build isolation: nothing is
 # installed that the lock does not name and hash.
@@ -41,6 +41,13 @@ TEST_WORKERS ?= 3
 
 pytest: $(STAMP)
 	$(BIN)/pytest -n $(TEST_WORKERS)
+
+# The pure tier: the sync decision's properties and the merge, mapping and layout rules; no service, seconds.
+# Part of `make test` too.
+UNIT_TESTS := tests/workers/test_plan.py tests/shared/test_merge.py tests/shared/test_versions.py \
+	tests/shared/mapping/test_fields.py tests/test_layout.py
+unit: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider $(UNIT_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
