@@ -23,7 +23,8 @@ OPERATIONS = int(os.environ.get("WAVESYNC_HISTORY_OPERATIONS", "60"))
 # runs only; together they exercise what was fixed.
 REGRESSION_SEEDS: list[int] = [
     17,  # a Wave create that hung past the client's timeout landed after the retry made a second product
-    29,  # a write whose answer was lost, then a newer one: the older value counted as a person's edit
+    29,  # a write whose answer was lost, then a newer one: the older value counted as a person's edit; and (with
+    # creates made from the poll's snapshot) an older snapshot finishing a newer attempt's create
 ]
 
 

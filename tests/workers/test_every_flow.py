@@ -133,6 +133,11 @@ def send(message: ChangeMessage) -> None:
     app.send_task(keys.SYNC_TASK[message.entity], args=[message.to_json()], queue=message.entity)
 
 
+def test_creating_the_partner_from_a_poll_reads_the_record_no_second_time(pair: Pair) -> None:
+    # The poll's page carried the record: the create in Wave needed no read of it in Customerp (issue #15).
+    assert pair.system.boxes.counters("customerp").get(f"{pair.case.entity}.get", 0) == 0
+
+
 def test_a_settled_pair_makes_no_writes_on_further_polls(pair: Pair) -> None:
     system = pair.system
     before = system.writes()
