@@ -129,16 +129,6 @@ class Coordinator:
                 with suppress(redis.exceptions.LockError):
                     lock.release()
 
-    def hold_writes(self, entity: Entity, system: str, record_id: str, seconds: float) -> None:
-        """A write to this record may still land (its answer never came): hold further writes for `seconds`, so
-        that a late write cannot overwrite a newer one (Wave has no conditional writes)."""
-        self.redis.set(keys.held_key(entity, system, record_id), "1", px=max(1, int(seconds * 1000)))
-
-    def writes_held(self, entity: Entity, system: str, record_id: str) -> float:
-        """Seconds until writes to this record may go on (0: now)."""
-        remaining = int(self.redis.pttl(keys.held_key(entity, system, record_id)))
-        return remaining / 1000 if remaining > 0 else 0.0
-
     def begin_create(
         self, entity: Entity, target: str, source_id: str, started_at: str, sent: dict[str, Any]
     ) -> CreateIntent | None:

@@ -52,9 +52,19 @@ def creating_key(entity: Entity, target: str) -> str:
     return f"{PREFIX}:creating:{entity}:{target}"
 
 
-def held_key(entity: Entity, system: str, record_id: str) -> str:
-    """Set with a TTL after a write to the record went unanswered: no write to it until that one cannot land."""
-    return f"{PREFIX}:held:{entity}:{system}:{record_id}"
+def wave_index_key(entity: Entity, part: str) -> str:
+    """The Wave key index (shared/natural_keys.py): `keys` (natural key -> ids) and `records` (id -> its keys)."""
+    return f"{PREFIX}:index:wave:{entity}:{part}"
+
+
+def wave_index_complete_key() -> str:
+    """Sorted set: entity -> epoch seconds as of which its Wave key index holds every Wave record."""
+    return f"{PREFIX}:index:wave:complete"
+
+
+def wave_index_lock_key(entity: Entity) -> str:
+    """Held while one process lists Wave's recent changes of an entity into the index."""
+    return f"{PREFIX}:lock:index:wave:{entity}"
 
 
 def poller_lock_key(system: str, entity: Entity) -> str:

@@ -2,11 +2,12 @@
 invoice numbers.
 
 Wave can filter on few of these, and a search per record would double a backfill's Wave calls. The Wave pollers
-see every Wave record and keep this index current for free; a worker puts what it creates or changes and forgets
-what it deletes. The index is only complete up to the last poll, so before a worker concludes "no Wave record has
-this key, create one" it calls `ensure_fresh`: if the index is not complete as of `match_freshness` seconds ago,
-one process lists what changed in Wave since it was (shared by every worker waiting on the same entity). A record a
-person creates in Wave can therefore go unseen only within that window, not a whole poll interval.
+see every Wave record and keep this index current for free; a worker puts what it changes and forgets what it
+deletes (a record it creates is linked at once: no match could take it, and the next poll indexes it). The index
+is only complete up to the last poll, so before a worker concludes "no Wave record has this key, create one" it
+calls `ensure_fresh`: if the index is not complete as of `match_freshness` seconds ago, one process lists what
+changed in Wave since it was (shared by every worker waiting on the same entity). A record a person creates in
+Wave can therefore go unseen only within that window, not a whole poll interval.
 
 Keys are compared case-insensitively and without surrounding or repeated spaces (`normalise_key`). Several Wave
 records may share a key (two customers with one email): the index keeps them all.
@@ -39,7 +40,7 @@ KEY_FIELDS: dict[Entity, tuple[str, ...]] = {
 # A forgotten (deleted) record's version: sorts after every timestamp, so no earlier read can bring it back.
 _TOMBSTONE = "~"
 # Sorted set: entity -> epoch seconds as of which its index holds every Wave record (ZADD GT: it only moves on).
-_COMPLETE_KEY = f"{keys.PREFIX}:index:wave:complete"
+_COMPLETE_KEY = keys.wave_index_complete_key()
 # How long a process waits for another's listing before it lists itself (see `ensure_fresh`).
 LISTING_WAIT_S = 3.0
 _WAIT_STEP_S = 0.05
@@ -89,13 +90,8 @@ def normalise_key(value: str) -> str:
     return " ".join(value.split()).casefold()
 
 
-def _index_key(entity: Entity, part: str) -> str:
-    return f"{keys.PREFIX}:index:wave:{entity}:{part}"
-
-
-def _refresh_lock_key(entity: Entity) -> str:
-    """Held while one process lists Wave's recent changes of an entity into the index; the others wait for it."""
-    return f"{keys.PREFIX}:lock:index:wave:{entity}"
+_index_key = keys.wave_index_key
+_refresh_lock_key = keys.wave_index_lock_key
 
 
 class WaveKeys:

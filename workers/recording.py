@@ -16,7 +16,7 @@ from shared.errors import ConflictError
 from shared.messages import ChangeMessage, System
 from shared.settings import Entity
 from shared.store import links as store
-from shared.store.link_state import LinkState, Unsettled
+from shared.store.link_state import LinkState, Settled, Unsettled
 from shared.store.models import Link
 from workers import plan as core
 
@@ -84,15 +84,25 @@ def save(
 
 def remember(ctx: Context, link: Link, merge: core.Merge, held_until: datetime | None) -> None:
     """Best effort, after a write failed: the pair is unsettled on what was being written (it may have landed), and
-    Wave writes wait until `held_until` (a Wave write whose answer never came may land until then)."""
-    current_hold = link.state.wave_writes_held_until if isinstance(link.state, Unsettled) else None
-    if current_hold is not None and (held_until is None or current_hold > held_until):
-        held_until = current_hold
+    Wave writes wait until `held_until` (a Wave write whose answer never came may land until then).
+
+    Another sync may have recorded the pair since this one loaded it (the lock of a Wave record not yet linked is
+    not its pair's lock): what it recorded is newer and stands; only the hold is added to it."""
     try:
         with ctx.db.session() as session:
             current = session.get(Link, link.id)
-            if current is not None:
+            if current is None:
+                return
+            state = current.state
+            if isinstance(state, Unsettled) and state.wave_writes_held_until is not None:
+                held_until = max(held_until or state.wave_writes_held_until, state.wave_writes_held_until)
+            if current.row_version == link.row_version:
                 current.state = merge.unsettled(wave_writes_held_until=held_until)
+            elif held_until is not None and isinstance(state, Unsettled):
+                current.state = Unsettled(state.bases, state.pending, held_until)
+            elif held_until is not None and isinstance(state, Settled):
+                # Judged against the agreed record on both sides, as a settled pair is, until the hold ends.
+                current.state = Unsettled({"customerp": state.agreed, "wave": state.agreed}, None, held_until)
     except Exception as failure:  # noqa: BLE001 - the caller's error is the one to report
         log.warning("could not record the pending write of link %s: %s", link.id, failure)
 

@@ -53,9 +53,3 @@ def test_unfinished_creations_into_a_system_are_listed_until_they_end_or_grow_ol
 def test_an_intent_written_by_an_older_version_is_a_bare_timestamp() -> None:
     intent = CreateIntent.parse(b"c1", NOW.isoformat().encode())
     assert (intent.source_id, intent.started, intent.sent) == ("c1", NOW, None)
-
-
-def test_writes_to_a_record_are_held_for_a_while_after_an_unanswered_write(coordinator: Coordinator) -> None:
-    assert coordinator.writes_held("orders", "wave", "i1") == 0
-    coordinator.hold_writes("orders", "wave", "i1", 2.0)
-    assert 1.0 < coordinator.writes_held("orders", "wave", "i1") <= 2.0
