@@ -203,7 +203,7 @@ class PairSync:
         sides = {source.system: source, partner.system: partner}
         if link is None:
             # A pair found by natural key is recorded before anything is written, like a created one.
-            link = self._save(None, sides, Unsettled({}))
+            link = self._save(None, sides, Unsettled({}), resolve=False)
         before = {system: side.fields for system, side in sides.items()}  # for the history
         wrote = False
         for _round in range(MERGE_ROUNDS):
