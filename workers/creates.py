@@ -92,17 +92,21 @@ class Creates:
         ctx, flow, entity, target = self.ctx, self.flow, self.flow.entity, self.target
         previous = ctx.coordinator.begin_create(entity, target, self.source_id, ctx.clock().isoformat(), dict(fields))
         sent = fields if previous is None or previous.sent is None else previous.sent
-        if previous is not None:
-            found = self._recover(previous, sent)
-            if found is not None:
-                return found, sent
-            ctx.coordinator.touch_create(entity, target, self.source_id, ctx.clock().isoformat())
         try:
-            created = flow.create(ctx, target, self.outbound(target, sent), self.source_id)
+            if previous is not None:
+                found = self._recover(previous, sent)
+                if found is not None:
+                    return found, sent
+            # References first (an order's customer may be synced inline, or be busy in another sync): nothing is
+            # sent until they are resolved, so a stop here leaves an earlier attempt's intent as it was.
+            body = self.outbound(target, sent)
+            if previous is not None:
+                ctx.coordinator.touch_create(entity, target, self.source_id, ctx.clock().isoformat())
+            created = flow.create(ctx, target, body, self.source_id)
         except (RateLimitedError, PermanentError, MustWaitError) as exc:
-            # Refused, or stopped before anything was sent (an order's customer busy in another sync, a paused
-            # connection), so this attempt made nothing; an earlier one may have, and its intent must stay. Left
-            # behind, this attempt's intent would have the next attempt wait out a create never sent.
+            # Refused, or stopped before anything was sent (a busy reference, a paused connection, an earlier create
+            # that may still land), so this attempt made nothing; an earlier one may have, and its intent must stay.
+            # Left behind, this attempt's own intent would have the next attempt wait out a create never sent.
             if previous is None:
                 ctx.coordinator.end_create(entity, target, self.source_id)
             if target == "customerp" and "idempotency_key" in str(exc):
