@@ -8,7 +8,7 @@ no two workers writing one record at once).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -194,16 +194,20 @@ class Coordinator:
         pipe.hgetall(keys.creating_key(entity, source))
         pipe.hget(keys.creating_key(entity, target), source_id)
         into_source, own = pipe.execute()
-        intents = [CreateIntent.parse(k, v) for k, v in into_source.items()]
-        young = [i for i in intents if (now - i.started).total_seconds() < max_age_s]
+        young = _younger_than(into_source, max_age_s, now)
         return young, CreateIntent.parse(source_id, own) if own is not None else None
 
     def creations_in_flight(
         self, entity: Entity, target: str, *, max_age_s: float, now: datetime
     ) -> list[CreateIntent]:
         """Unfinished creations into `target` that started less than `max_age_s` ago."""
-        intents = [CreateIntent.parse(k, v) for k, v in self.redis.hgetall(keys.creating_key(entity, target)).items()]
-        return [i for i in intents if (now - i.started).total_seconds() < max_age_s]
+        return _younger_than(self.redis.hgetall(keys.creating_key(entity, target)), max_age_s, now)
+
+
+def _younger_than(raw: Mapping[bytes | str, bytes | str], max_age_s: float, now: datetime) -> list[CreateIntent]:
+    """The intents of a `creating_key` hash that started less than `max_age_s` before `now`."""
+    intents = [CreateIntent.parse(k, v) for k, v in raw.items()]
+    return [i for i in intents if (now - i.started).total_seconds() < max_age_s]
 
 
 @dataclass(frozen=True)

@@ -86,12 +86,13 @@ return 0
 """
 
 
+def _put_keys(entity: Entity) -> list[str]:
+    """The two hashes `_PUT` keeps in step: natural key -> ids, and id -> its keys."""
+    return [keys.wave_index_key(entity, "keys"), keys.wave_index_key(entity, "records")]
+
+
 def normalise_key(value: str) -> str:
     return " ".join(value.split()).casefold()
-
-
-_index_key = keys.wave_index_key
-_refresh_lock_key = keys.wave_index_lock_key
 
 
 class WaveKeys:
@@ -128,7 +129,7 @@ class WaveKeys:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zscore(_COMPLETE_KEY, entity)
         if fields:
-            pipe.hmget(_index_key(entity, "keys"), fields)
+            pipe.hmget(keys.wave_index_key(entity, "keys"), fields)
         answers = pipe.execute()
         as_of = None if answers[0] is None else float(answers[0])
         hits: dict[str, int] = {}
@@ -153,14 +154,17 @@ class WaveKeys:
             fields = [_field(entity, name, record.get(name)) for name in KEY_FIELDS[entity] if _has(record.get(name))]
             args += [str(record["id"]), normalise_timestamp(record["modifiedAt"]), json.dumps(fields)]
         if args:
-            self._put(keys=[_index_key(entity, "keys"), _index_key(entity, "records")], args=args)
+            self._put(keys=_put_keys(entity), args=args)
 
     def put_record(self, entity: Entity, record: Mapping[str, Any] | WaveNode) -> None:
         self.put_records(entity, [record])
 
     def forget_record(self, entity: Entity, wave_id: str) -> None:
         """The record is gone from Wave (deleted by a worker, or found missing): it no longer matches anything."""
-        self._put(keys=[_index_key(entity, "keys"), _index_key(entity, "records")], args=[wave_id, _TOMBSTONE, "[]"])
+        self._put(
+            keys=_put_keys(entity),
+            args=[wave_id, _TOMBSTONE, "[]"],
+        )
 
     def mark_complete(self, entity: Entity, as_of: float) -> None:
         """Every Wave record modified before `as_of` (epoch seconds, this host's clock) has been put: called by a
@@ -174,7 +178,7 @@ class WaveKeys:
         has not ended after `LISTING_WAIT_S` (a slow Wave, or a lister killed mid-listing) is not waited for any
         longer; this process lists too, as a duplicate listing only repeats idempotent puts."""
         needed = time.time() - (self.settings.match_freshness if max_age is None else max_age)
-        lock = _refresh_lock_key(entity)
+        lock = keys.wave_index_lock_key(entity)
         deadline = time.monotonic() + LISTING_WAIT_S
         while True:
             as_of = self.complete_as_of(entity)

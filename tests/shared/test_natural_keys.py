@@ -222,12 +222,13 @@ def test_a_record_s_keys_follow_its_changes_and_a_late_older_read_changes_nothin
 def test_a_lister_killed_mid_listing_holds_the_others_up_only_briefly(wave: System) -> None:
     """Its lock would stand for two HTTP timeouts (a minute in production): the others list themselves after
     LISTING_WAIT_S instead, so a worker killed mid-listing cannot stall every create of the entity."""
-    from shared.natural_keys import LISTING_WAIT_S, _refresh_lock_key
+    from shared import keys as redis_keys
+    from shared.natural_keys import LISTING_WAIT_S
 
     poll_wave(wave, "customers")
     keys = index(wave)
     wait_past_freshness(keys, "customers")
-    wave.redis.set(_refresh_lock_key("customers"), "a-dead-process", px=600_000)
+    wave.redis.set(redis_keys.wave_index_lock_key("customers"), "a-dead-process", px=600_000)
     lists = listings(wave, "customers")
     began = time.monotonic()
     assert keys.ensure_fresh("customers", wave.ctx.wave) is True
