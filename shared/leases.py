@@ -94,8 +94,9 @@ class LeaseKeeper:
         if self._heartbeat is not None:
             try:
                 self._heartbeat.set(keys.worker_key(process_id()), "1", ex=HEARTBEAT_TTL_S)
-            except redis.exceptions.RedisError as exc:
-                # Once per outage, not every few seconds: the worker's own connection errors say the rest.
+            except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+                # Redis down, or its client closed under the thread (a context closed at shutdown raises OSError or
+                # ValueError from the socket). Said once per outage: the worker's own connection errors say the rest.
                 if not self._unreachable:
                     log.warning("could not renew this worker's leases (Redis unreachable): %s", exc)
                 self._unreachable = True
