@@ -7,13 +7,14 @@ imports `producers/` or `workers/`.
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery, signals
 from kombu import Queue
 
-from shared import keys, logs, message_leases, metrics
+from shared import broker, keys, logs, message_leases, metrics
 from shared.settings import ENTITIES, Settings, load_settings
 
 TASK_MODULES = [
@@ -71,8 +72,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "schedule": timedelta(seconds=settings.history_prune_interval),
         "options": {"queue": keys.CONTROL_QUEUE, "expires": settings.history_prune_interval},
     }
+    url = broker_url(settings)
     return {
-        "broker_url": broker_url(settings),
+        "broker_url": url,
+        # TLS for a rediss:// broker, verified as redis-py verifies the coordination clients' (kombu's own default
+        # for that scheme is to skip the certificate check; it applies only under the scheme's name).
+        "broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED} if url.startswith("rediss://") else None,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport,
         "result_backend": None,
@@ -93,8 +98,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_soft_shutdown_timeout": 10.0,
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No task events by default: each is one more Redis publish (and kombu client) per task, a sixth of a
+        # worker's CPU in the bench's profile. Flower turns them on in the running workers itself (its
+        # `enable_events`, on by default) for as long as it watches; `celery events` needs `wavesync celery control
+        # enable_events` first.
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "task_queues": [Queue(name) for name in keys.QUEUES],
         "task_default_queue": keys.CONTROL_QUEUE,
@@ -113,6 +122,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# kombu's Redis transport with one client per channel for its bookkeeping (shared/broker.py).
+broker.install()
 app = Celery("wavesync", include=TASK_MODULES, set_as_current=True)
 app.steps["consumer"].add(message_leases.MessageLeases)
 # Lazy: read when Celery first needs its configuration, after the CLI or a test has set WAVESYNC_* variables.
