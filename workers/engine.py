@@ -113,6 +113,12 @@ class PairSync:
         if isinstance(decision, core.ReadPartner) and source.record is not None:
             partner = self.read.partner(link) if link is not None else self._find_partner(source.record)
             decision = core.plan(pair, source, partner, self._creation_policy(source.record), self.ctx.clock())
+            if isinstance(decision, core.ReadSource):
+                try:
+                    source = self.read.source(True)
+                except NotFoundError:
+                    return self._abandon()
+                decision = core.plan(pair, source, partner, self._creation_policy(source.record), self.ctx.clock())
         match decision:
             case core.Skip(why="echo") if link is not None and source.record is not None:
                 echo = history.about(self.ctx.settings, "echo", self.msg, link=link)
@@ -147,27 +153,21 @@ class PairSync:
             return None
         return partner
 
-    def _creation_policy(self, source: core.Side) -> core.Policy:
+    def _creation_policy(self, source: core.Side | None) -> core.Policy:
         """Whether a record with no partner gets one: switched on that way, and wanted (an archived product is not),
         unless an order needs it or an earlier attempt began the create (it may have landed: finish it)."""
+        wanted = source is not None and self.flow.definition.wanted(source.fields)
         allowed = creation_enabled(self.ctx.settings, self.flow.entity, self.target) and (
-            self.dependency or self.flow.definition.wanted(source.fields) or self.begun
+            self.dependency or wanted or self.begun
         )
-        return core.Policy(self.policy.conflict, self.policy.resolvers, create=allowed)
+        return core.Policy(self.policy.conflict, self.policy.resolvers, create=allowed, finishing=self.begun)
 
     # --- carrying out the plan ------------------------------------------------------------------------------------
 
     def _create(self, source: core.Side) -> Outcome:
         # A partner is made from the poll's snapshot as it is: an edit made since the poll comes as the next message
-        # (or made the pending marker newer, and this message re-read) and merges onto the new pair. Not so when this
-        # finishes an earlier attempt's create: that resends what the earlier attempt sent, which may be newer than
-        # this snapshot (a retry that read the record began it, and its answer was lost), and judged against what was
-        # sent, the snapshot's older values would pass for edits made since (tests/workers/test_stale_create.py).
-        if self.begun and self.source not in self.read.fresh:
-            try:
-                source = self.read.source(True).record or source
-            except NotFoundError:
-                return self._abandon()
+        # (or made the pending marker newer, and this message re-read) and merges onto the new pair. Finishing an
+        # earlier attempt's create, the plan had the source read first (ReadSource).
         self.flow.definition.check(self.target, source.fields, self.read.options)
         created, sent = self.creates.make(source.fields)
         self.read.fresh.add(self.target)

@@ -44,13 +44,15 @@ class Side:
 @dataclass(frozen=True)
 class Source:
     """The record a message is about: as read (or as its poll saw it), or `record=None` when it is deleted.
-    `forced`: a replay or a reconcile repair, merged even when its version or content says nothing changed."""
+    `forced`: a replay or a reconcile repair, merged even when its version or content says nothing changed.
+    `fresh`: read from its system by this sync, not the poll's snapshot."""
 
     system: System
     id: str
     version: str
     record: Side | None
     forced: bool = False
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class Policy:
     resolvers: Mapping[str, Resolver] = field(default_factory=dict)
     # A record with no partner gets one made (creation switched on that way, and wanted: not an archived product).
     create: bool = True
+    # An earlier attempt began making this record's partner and its answer never came: the create resends what that
+    # attempt sent (shared/coordination.py's create intent).
+    finishing: bool = False
 
 
 class _Unread:
@@ -91,6 +96,11 @@ class Skip:
 @dataclass(frozen=True)
 class ReadPartner:
     """Read the partner (through the link, or by natural key) and plan again."""
+
+
+@dataclass(frozen=True)
+class ReadSource:
+    """Read the source again and plan again: the poll's snapshot may be older than what the create resends."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,7 @@ class Merge:
         return Unsettled(self.bases, self.merged, wave_writes_held_until)
 
 
-Plan = Skip | ReadPartner | Create | Delete | Wait | Merge
+Plan = Skip | ReadPartner | ReadSource | Create | Delete | Wait | Merge
 
 
 def plan(pair: Pair | None, source: Source, partner: Side | _Unread | None, policy: Policy, now: datetime) -> Plan:
@@ -146,7 +156,15 @@ def plan(pair: Pair | None, source: Source, partner: Side | _Unread | None, poli
         return ReadPartner()
     if partner is None:
         assert pair is None, "a linked partner that is gone is the shell's to report"
-        return Create(target, source.record.fields) if policy.create else Skip("skipped")
+        if not policy.create:
+            return Skip("skipped")
+        if policy.finishing and not source.fresh:
+            # The earlier attempt may have read the record after this message's poll (it was a retry), so what it sent
+            # can be newer than this snapshot; and until the pair settles the source is judged against what was sent,
+            # so the snapshot's older values would pass for edits made since and overwrite the newer ones on both
+            # sides (the seed-29 lost update). A snapshot is safe to create from only when nothing was sent before.
+            return ReadSource()
+        return Create(target, source.record.fields)
     return merge(pair.state if pair is not None else None, source.record, partner, policy, now)
 
 

@@ -36,7 +36,7 @@ class Reader:
             assert msg.snapshot is not None
             record = msg.snapshot
         side = self.side(msg.source, record)
-        return core.Source(msg.source, msg.source_id, side.version, side, forced=msg.reread)
+        return core.Source(msg.source, msg.source_id, side.version, side, forced=msg.reread, fresh=reread)
 
     def partner(self, link: Link) -> core.Side:
         """The linked partner; one that is gone is for reconcile to propagate."""

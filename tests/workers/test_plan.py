@@ -190,6 +190,37 @@ def test_a_record_without_a_partner_gets_one_only_where_policy_allows(
     assert planned == (core.Create(other(system), record) if create else core.Skip("skipped"))
 
 
+@given(sent=RECORDS, snapshot=RECORDS, policy=POLICIES, system=SYSTEMS, fresh=st.booleans())
+def test_finishing_an_earlier_create_loses_nothing_the_record_held_when_it_was_sent(
+    sent: dict[str, Any], snapshot: dict[str, Any], policy: ConflictPolicy, system: System, fresh: bool
+) -> None:
+    """Seed 29: a retry read the record and sent its partner's create; the answer was lost. The record still holds
+    what was sent when a message with an older snapshot (or one read now) finishes that create: whatever the plan
+    creates from, the pair settles on what the record holds, with nothing of it overwritten by the snapshot."""
+    now_held = side(system, sent, version=3)
+    seen = now_held if fresh else side(system, snapshot, version=2)
+    finishing = core.Policy(policy, finishing=True)
+    planned = core.plan(None, replace(source(seen), fresh=fresh), None, finishing, NOW)
+    if isinstance(planned, core.ReadSource):
+        seen = now_held  # the shell reads the source and plans again
+        planned = core.plan(None, replace(source(seen), fresh=True), None, finishing, NOW)
+    assert isinstance(planned, core.Create)
+    # The shell resends what the earlier attempt sent, and records the pair unsettled on it (workers/engine.py).
+    target = other(system)
+    made = side(target, sent)
+    settled, sides = carry_out(Unsettled({system: sent, target: made.fields}, made.fields), seen, made, finishing)
+    assert settled.agreed == sent
+    assert sides[system].fields == sides[target].fields == sent
+
+
+@given(record=RECORDS, system=SYSTEMS)
+def test_a_snapshot_makes_a_partner_without_another_read_when_nothing_was_sent_before(
+    record: dict[str, Any], system: System
+) -> None:
+    planned = core.plan(None, source(side(system, record)), None, core.Policy(ConflictPolicy.NEWEST_WINS), NOW)
+    assert planned == core.Create(other(system), record)
+
+
 @given(base=RECORDS, cp=RECORDS, wave=RECORDS)
 def test_no_wave_write_while_an_unanswered_one_may_still_land(
     base: dict[str, Any], cp: dict[str, Any], wave: dict[str, Any]
