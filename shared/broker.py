@@ -9,7 +9,9 @@ and pool serves every caller. The BRPOP client kombu keeps for consuming is left
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import redis
 from kombu import transport
@@ -42,3 +44,17 @@ def install() -> None:
     handling by scheme."""
     for scheme in ("redis", "rediss"):
         transport.TRANSPORT_ALIASES[scheme] = TRANSPORT
+
+
+_CERT_CHECKS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls(url: str) -> dict[str, Any] | None:
+    """Celery's `broker_use_ssl` for `url`: for a rediss:// broker the certificate is checked as redis-py checks it
+    for the coordination clients on the same URL (required, unless the URL's `ssl_cert_reqs` says otherwise); kombu's
+    own default for that scheme skips the check."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    wanted = dict(parse_qsl(parts.query)).get("ssl_cert_reqs", "required").lower()
+    return {"ssl_cert_reqs": _CERT_CHECKS.get(wanted, ssl.CERT_REQUIRED)}

@@ -7,7 +7,6 @@ imports `producers/` or `workers/`.
 
 from __future__ import annotations
 
-import ssl
 from datetime import timedelta
 from typing import Any
 
@@ -75,9 +74,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     url = broker_url(settings)
     return {
         "broker_url": url,
-        # TLS for a rediss:// broker, verified as redis-py verifies the coordination clients' (kombu's own default
-        # for that scheme is to skip the certificate check; it applies only under the scheme's name).
-        "broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED} if url.startswith("rediss://") else None,
+        "broker_use_ssl": broker.tls(url),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport,
         "result_backend": None,

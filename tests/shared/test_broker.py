@@ -22,6 +22,9 @@ def test_the_app_uses_the_transport_under_the_schemes_names_and_verifies_a_tls_b
     assert plain["broker_use_ssl"] is None
     secure = celery_config(Settings(redis_url="rediss://cache.example:6380/0"))
     assert secure["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    # As the URL says for the coordination clients (redis-py reads the same parameter).
+    relaxed = celery_config(Settings(redis_url="rediss://cache.example:6380/0?ssl_cert_reqs=none"))
+    assert relaxed["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_NONE}
 
 
 @pytest.mark.integration
