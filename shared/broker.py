@@ -4,7 +4,8 @@ kombu builds a new `redis.Redis` for every publish, every acknowledgement and ev
 (`Channel.conn_or_acquire`). Building one costs more than the command it sends: redis-py rebuilds its table of
 response callbacks for every client (redis/redis-py#3624): 4 % of a worker's samples in the bench's profile with
 task events off, 12 % with them on. A client holds no connection of its own (its pool does) and is safe to share
-between threads, so one per channel and pool serves every caller. The BRPOP client kombu keeps for consuming is left as it is.
+between threads, so one per channel and pool serves every caller. The BRPOP client kombu keeps for consuming is
+left as it is.
 """
 
 from __future__ import annotations
