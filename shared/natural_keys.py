@@ -161,10 +161,7 @@ class WaveKeys:
 
     def forget_record(self, entity: Entity, wave_id: str) -> None:
         """The record is gone from Wave (deleted by a worker, or found missing): it no longer matches anything."""
-        self._put(
-            keys=_put_keys(entity),
-            args=[wave_id, _TOMBSTONE, "[]"],
-        )
+        self._put(keys=_put_keys(entity), args=[wave_id, _TOMBSTONE, "[]"])
 
     def mark_complete(self, entity: Entity, as_of: float) -> None:
         """Every Wave record modified before `as_of` (epoch seconds, this host's clock) has been put: called by a

@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared import history, keys, logs, metrics
 from shared.context import Context, get_context
+from shared.enqueue import task_repr
 from shared.errors import (
     AuthError,
     ErrorInfo,
@@ -218,10 +219,11 @@ class SyncTask(Task):  # type: ignore[type-arg]
                 logs.redact(str(exc), settings.secrets()),
             )
         raise self.retry(
-            args=(message.model_dump(mode="json"),),
+            args=(message.to_json(),),
             kwargs={"failures": failures + 1 if count else failures},
             countdown=countdown,
             max_retries=None,
+            argsrepr=task_repr(message),  # type: ignore[call-arg]  # Celery passes it on; celery-types omit **options
         )
 
     def _dead_letter(self, message: ChangeMessage, exc: BaseException, *, retries_exhausted: bool = False) -> None:
@@ -255,7 +257,11 @@ class SyncTask(Task):  # type: ignore[type-arg]
         except INFRASTRUCTURE_ERRORS as db_exc:
             # The dead-letter store is down: keep the message alive rather than lose it.
             raise self.retry(
-                args=(message.model_dump(mode="json"),), countdown=5, max_retries=None, exc=db_exc
+                args=(message.to_json(),),
+                countdown=5,
+                max_retries=None,
+                exc=db_exc,
+                argsrepr=task_repr(message),  # type: ignore[call-arg]  # as above
             ) from None
         metrics.DEAD_LETTERS.labels(message.entity, info.error_class).inc()
         metrics.RECORDS.labels(message.entity, direction(message), "dead-lettered").inc()

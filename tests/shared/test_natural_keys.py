@@ -16,7 +16,7 @@ from producers.pollers import Poller
 from shared.natural_keys import WaveKeys
 from shared.settings import Entity, Settings
 from tests.harness import Sandboxes, System
-from tests.workers.conftest import boxes, clean_redis
+from tests.workers.conftest import boxes, clean_redis, fresh_system
 from wavesync.embedded import EmbeddedRedis
 
 __all__ = ["boxes"]
@@ -34,11 +34,8 @@ LISTS: dict[Entity, str] = {
 @pytest.fixture
 def wave(boxes: Sandboxes, redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[System]:
     """Sandboxes and a link store, no worker: the test plays the worker's part."""
-    boxes.reset()
-    clean_redis(redis_server.url)
-    system = System(boxes, redis_server.url, tmp_path, match_freshness=FRESHNESS, poll_page_size=5)
-    yield system
-    system.close()
+    with fresh_system(boxes, redis_server.url, tmp_path, match_freshness=FRESHNESS, poll_page_size=5) as system:
+        yield system
 
 
 def index(system: System) -> WaveKeys:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -28,11 +30,20 @@ def clean_redis(url: str) -> None:
     client.close()
 
 
+@contextmanager
+def fresh_system(boxes: Sandboxes, redis_url: str, workdir: Path, **overrides: Any) -> Iterator[System]:
+    """Empty sandboxes, a clean Redis and a new link store, with no worker yet (a test may play the worker's part)."""
+    boxes.reset()
+    clean_redis(redis_url)
+    made = System(boxes, redis_url, workdir, **overrides)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
 @pytest.fixture
 def system(boxes: Sandboxes, redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[System]:
-    boxes.reset()
-    clean_redis(redis_server.url)
-    running = System(boxes, redis_server.url, tmp_path)
-    running.start_worker()
-    yield running
-    running.close()
+    with fresh_system(boxes, redis_server.url, tmp_path) as running:
+        running.start_worker()
+        yield running

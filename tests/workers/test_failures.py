@@ -48,6 +48,11 @@ def test_a_wave_outage_is_retried_with_backoff_until_the_record_syncs(env: tuple
         # Every attempt answers 503; the worker keeps coming back, with growing pauses.
         wait_for("three failed attempts", lambda: wave_calls(system) >= 3, system=system)
         assert system.dead_letters() == []
+        # The retry the worker holds shows the record's key to Flower and the logs, not the customer's data.
+        held = [json.loads(raw)[0]["headers"] for raw in system.redis.hgetall("unacked").values()]
+        shown = [h["argsrepr"] for h in held if h["task"] == "wavesync.sync.customers"]
+        assert shown
+        assert all(r.startswith("(customers:customerp:") for r in shown), shown
         system.boxes.faults("wave", error_rate=0.0)
         system.wait_idle()
         assert len(wave_customers(system, "Patient Co")) == 1

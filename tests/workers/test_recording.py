@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from shared.settings import ConflictPolicy
 from shared.store import links as store
 from shared.store.db import Database, upgrade
@@ -22,6 +24,13 @@ class Store:
     """What `remember` needs of a context: the link store."""
 
     db: Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    url = f"sqlite:///{tmp_path / 'links.db'}"
+    upgrade(url)
+    return Database(url)
 
 
 def linked(db: Database, state: Settled | Unsettled) -> Link:
@@ -46,10 +55,7 @@ def failed_write(agreed: dict[str, str]) -> core.Merge:
     return decision
 
 
-def test_a_failed_write_leaves_the_pair_unsettled_on_what_it_wrote(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'links.db'}"
-    upgrade(url)
-    db = Database(url)
+def test_a_failed_write_leaves_the_pair_unsettled_on_what_it_wrote(db: Database) -> None:
     agreed = {"name": "old", "email": "a@b.c"}
     link = linked(db, Settled(agreed))
     held = NOW + timedelta(seconds=60)
@@ -59,10 +65,7 @@ def test_a_failed_write_leaves_the_pair_unsettled_on_what_it_wrote(tmp_path: Pat
     assert state == Unsettled({"customerp": agreed, "wave": agreed}, {**agreed, "name": "new"}, held)
 
 
-def test_a_pair_recorded_by_another_sync_since_keeps_its_state_and_gains_only_the_hold(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'links.db'}"
-    upgrade(url)
-    db = Database(url)
+def test_a_pair_recorded_by_another_sync_since_keeps_its_state_and_gains_only_the_hold(db: Database) -> None:
     agreed = {"name": "old", "email": "a@b.c"}
     loaded = linked(db, Settled(agreed))
     newer = {"name": "newer", "email": "a@b.c"}

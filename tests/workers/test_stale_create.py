@@ -33,7 +33,7 @@ from shared.errors import SyncError
 from shared.messages import ChangeMessage
 from shared.versions import customerp_version, record_version
 from tests.harness import Sandboxes, System
-from tests.workers.conftest import clean_redis
+from tests.workers.conftest import fresh_system
 from wavesync.embedded import EmbeddedRedis
 from workers import customers, orders, products
 from workers.engine import sync
@@ -46,13 +46,10 @@ HTTP_TIMEOUT = 0.5  # a lost answer's settle time and a held Wave write are mult
 @pytest.fixture
 def in_process(boxes: Sandboxes, redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[System]:
     """Sandboxes, Redis and a link store, and no worker: the test calls `sync` itself, one step at a time."""
-    boxes.reset()
-    clean_redis(redis_server.url)
-    system = System(boxes, redis_server.url, tmp_path, http_timeout=HTTP_TIMEOUT, retry_backoff_max=0.2)
-    yield system
-    for side in ("customerp", "wave"):
-        boxes.clear_faults(side)
-    system.close()
+    with fresh_system(boxes, redis_server.url, tmp_path, http_timeout=HTTP_TIMEOUT, retry_backoff_max=0.2) as system:
+        yield system
+        for side in ("customerp", "wave"):
+            boxes.clear_faults(side)
 
 
 def order_sync(system: System, message: ChangeMessage) -> str:
