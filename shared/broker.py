@@ -29,9 +29,15 @@ class Channel(kombu_redis.Channel):
         if asynchronous:
             return super()._create_client(asynchronous=True)  # type: ignore[misc]
         shared = self._shared_client
+        if shared is not None and shared.connection_pool is self._pool:  # type: ignore[attr-defined]
+            return shared
         # kombu drops its pool when it reconnects: a client of the old pool is not reused.
-        if shared is None or shared.connection_pool is not self.pool:
-            shared = self._shared_client = super()._create_client(asynchronous=False)  # type: ignore[misc]
+        if self.connection is None or self.connection.client is None:
+            # A task that ends while the broker is away is settled on its message's channel after Celery's consumer
+            # has dropped that connection. kombu would fail to build a pool with an AttributeError, which stops the
+            # worker; a connection error is what Celery expects there: it logs it, and the message is redelivered.
+            raise redis.ConnectionError("the broker connection this message came on is closed")
+        shared = self._shared_client = super()._create_client(asynchronous=False)  # type: ignore[misc]
         return shared
 
 

@@ -247,7 +247,7 @@ class System:
         quiet_since: float | None = None
         while time.monotonic() < deadline:
             if self.worker is not None and self.worker.poll() is not None:
-                raise AssertionError(f"the worker died: see {self.log}\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"the worker died: see {self.log}\n{_why_it_died(self.log.read_text())}")
             if self.busy() == 0:
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since > 0.3:
@@ -313,3 +313,12 @@ class System:
                 return repaired
             repaired += sent
         raise AssertionError(f"reconcile still repairing after {rounds} rounds")
+
+
+def _why_it_died(log: str) -> str:
+    """The worker log's first critical line (else its first error) and its end: a worker that stops on an error often
+    fails again on the way out, and the log's tail then shows only the second failure (CI kept only the tail, once)."""
+    lines = log.splitlines()
+    marked = [n for level in (" CRITICAL ", " ERROR ") for n, line in enumerate(lines) if level in line]
+    first = "\n".join(lines[marked[0] : marked[0] + 40]) if marked else "(no CRITICAL or ERROR line)"
+    return f"first of the worst lines:\n{first}\n...\nend of the log:\n{log[-3000:]}"

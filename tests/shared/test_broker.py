@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 import pytest
@@ -51,3 +52,23 @@ def test_messages_go_through_one_client_per_channel_and_pool(redis_server: Embed
         assert fresh is not client
         assert fresh.connection_pool is channel.pool
         assert fresh.ping()
+
+
+@pytest.mark.integration
+def test_a_message_settled_on_a_dropped_connection_fails_as_a_connection_error(
+    redis_server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task that ends while the broker is away is settled on its message's channel after Celery's consumer has
+    dropped that connection and kombu its pool (the state a CI run's worker met). That must fail as a connection
+    error, which Celery logs and the message is redelivered; kombu's AttributeError there stopped the worker."""
+    queue = Queue("broker-lost", Exchange("broker-lost"), routing_key="broker-lost")
+    connection = Connection(redis_server.url)
+    connection.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key="broker-lost", declare=[queue])
+    message = connection.SimpleQueue(queue).get(timeout=5)
+    errors = message.channel.connection_errors
+    connection.close()
+    message.channel._disconnect_pools()
+    with pytest.raises(errors):
+        message.reject()
+    message.reject_log_error(logging.getLogger("celery.worker"), errors)
+    assert "Couldn't reject" in caplog.text
