@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandboxes.postgres import postgres_cluster
+from shared.store.db import engine_for
 from wavesync.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +60,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0] + f"/{name}"
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    # The test's pooled connections are closed here, not left to the garbage collector: psycopg warns from a finalizer
+    # then, and pytest formats that warning's traceback in the middle of whatever runs, which on Python 3.11 can be
+    # another ast.parse (Hypothesis describing a strategy): "AST constructor recursion depth mismatch".
+    engine_for(url).dispose()
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()

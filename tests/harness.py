@@ -144,30 +144,30 @@ class System:
 
     def start_worker(self, concurrency: int = 4, entry: tuple[str, ...] = ("-m", "wavesync", "worker")) -> None:
         """A worker process on every queue. `entry` may name another module that runs one (see tests/crashes)."""
-        log = self.log.open("ab")
-        self.worker = subprocess.Popen(
-            [
-                sys.executable,
-                *entry,
-                "-Q",
-                ",".join(keys.QUEUES),
-                "--pool",
-                "threads",
-                "-c",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"test-{os.getpid()}@%h",
-            ],
-            env=self.env(),
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-        )
+        with self.log.open("ab") as log:  # the child holds its own copy of the descriptor
+            self.worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    *entry,
+                    "-Q",
+                    ",".join(keys.QUEUES),
+                    "--pool",
+                    "threads",
+                    "-c",
+                    str(concurrency),
+                    "--loglevel",
+                    "INFO",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"test-{os.getpid()}@%h",
+                ],
+                env=self.env(),
+                stdout=log,
+                stderr=log,
+                cwd=REPO,
+            )
 
     def stop_worker(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         if self.worker is None:
@@ -183,23 +183,23 @@ class System:
 
     def start_beat(self) -> None:
         """Beat as a child process: it schedules the pollers every `poll_interval` onto the control queue."""
-        log = self.log.open("ab")
-        self.beat = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wavesync",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "-s",
-                str(self.workdir / "celerybeat-schedule"),
-            ],
-            env=self.env(),
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-        )
+        with self.log.open("ab") as log:
+            self.beat = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "wavesync",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "-s",
+                    str(self.workdir / "celerybeat-schedule"),
+                ],
+                env=self.env(),
+                stdout=log,
+                stderr=log,
+                cwd=REPO,
+            )
 
     def wait_for_polls(self, timeout: float = 30) -> None:
         """Until beat's pollers have run once (each run leaves its stats in Redis)."""
