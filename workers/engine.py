@@ -1,6 +1,6 @@
-"""The pair sync every entity runs: lock, load the link, read, plan, write, record. Read top to bottom, it is the
-algorithm; the decisions are `workers/plan.py`'s (pure), the reading `workers/reading.py`'s, the recording
-`workers/recording.py`'s, and creating exactly once `workers/creates.py`'s.
+"""The pair sync every entity runs: lock, load the link, read, plan, carry out the plan. Read top to bottom, it is the
+algorithm; the decisions are `workers/plan.py`'s (pure), the reading `workers/reading.py`'s, the writing and
+recording `workers/writes.py`'s, and creating exactly once `workers/creates.py`'s.
 
 A message only says "this record changed". Whatever it carries, the plan starts from what both sides hold now and
 the pair's state, so processing any message any number of times, in any order, ends in the same state:
@@ -13,30 +13,19 @@ the pair's state, so processing any message any number of times, in any order, e
 
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
-from typing import Literal
-
-from shared import history
 from shared.context import Context
 from shared.entities import creation_enabled
-from shared.errors import ConflictError, MustWaitError, NotFoundError, RateLimitedError, RetryableError
+from shared.errors import ConflictError, NotFoundError
 from shared.messages import ChangeMessage, System, other
 from shared.refs import CreateMissing
-from shared.store.link_state import Settled, Unsettled
 from shared.store.models import Link
 from shared.versions import is_older
 from workers import plan as core
 from workers import recording
-from workers.creates import CREATE_SETTLE_TIMEOUTS, Creates
-from workers.flow import Flow, Record
+from workers.creates import Creates
+from workers.flow import Flow
 from workers.reading import Reader
-
-log = logging.getLogger(__name__)
-
-Outcome = Literal["created", "updated", "linked", "unchanged", "echo", "stale", "deleted", "skipped", "gone"]
-# Rounds of plan → write → compare before giving up on a record that keeps changing under us.
-MERGE_ROUNDS = 3
+from workers.writes import Outcome, Writes
 
 
 def sync(
@@ -70,6 +59,7 @@ class PairSync:
         self.read = Reader(ctx, flow, message, create_missing)
         self.creates = Creates(ctx, flow, self.source, message.source_id, self.read.canonical, self.read.outbound)
         self.policy = core.Policy(ctx.settings.conflict_policy(flow.entity), flow.definition.resolvers)
+        self.write = Writes(ctx, flow, message, self.read, self.creates, self.policy)
         self.begun = False  # an earlier attempt began creating the partner
 
     def run(self) -> Outcome:
@@ -121,17 +111,15 @@ class PairSync:
                 decision = core.plan(pair, source, partner, self._creation_policy(source.record), self.ctx.clock())
         match decision:
             case core.Skip(why="echo") if link is not None and source.record is not None:
-                echo = history.about(self.ctx.settings, "echo", self.msg, link=link)
-                self._save(link, {self.source: source.record}, link.state, decision=echo)  # polls skip its version
-                return "echo"
+                return self.write.echo(link, source.record)
             case core.Skip(why=why):
                 return why
             case core.Delete() if link is not None:
-                return self._propagate_delete(link, decision)
+                return self.write.delete(link, decision)
             case core.Create() if source.record is not None:
-                return self._create(source.record)
+                return self.write.create(source.record)
             case core.Merge() | core.Wait() if source.record is not None and partner is not None:
-                return self._merge(link, source.record, partner, decision)
+                return self.write.merge(link, source.record, partner, decision)
         raise AssertionError(f"unplanned: {decision}")
 
     def _find_partner(self, source: core.Side) -> core.Side | None:
@@ -162,109 +150,6 @@ class PairSync:
         )
         return core.Policy(self.policy.conflict, self.policy.resolvers, create=allowed, finishing=self.begun)
 
-    # --- carrying out the plan ------------------------------------------------------------------------------------
-
-    def _create(self, source: core.Side) -> Outcome:
-        # A partner is made from the poll's snapshot as it is: an edit made since the poll comes as the next message
-        # (or made the pending marker newer, and this message re-read) and merges onto the new pair. Finishing an
-        # earlier attempt's create, the plan had the source read first (ReadSource).
-        self.flow.definition.check(self.target, source.fields, self.read.options)
-        created, sent = self.creates.make(source.fields)
-        self.read.fresh.add(self.target)
-        made = self.read.side(self.target, created)
-        sides = {self.source: source, self.target: made}
-        # Until a merge settles the pair, each side's base is what it held at the create: the defaults the target filled
-        # in (a due date, a number) flow back, and the source's edits since an earlier attempt's create flow on.
-        state = Unsettled({self.source: sent, self.target: made.fields}, made.fields)
-        made_from = history.created(self.ctx.settings, self.msg, self.target, sent)
-        first = core.merge(state, source, made, self.policy, self.ctx.clock())
-        if isinstance(first, core.Merge) and not first.writes:
-            # Both hold one record already (the usual create): the pair is recorded settled, in one transaction.
-            self._save(None, sides, Settled(first.merged), decision=made_from)
-            return "created"
-        # Otherwise the pair is recorded at once, before a write can fail: no other sync can then take either record
-        # for another partner, and a retry merges instead of creating again.
-        link = self._save(None, sides, state, decision=made_from, resolve=False)
-        try:
-            self._merge(link, source, made, first)
-        except NotFoundError:
-            # One of the pair was deleted meanwhile: reconcile sees the linked record gone and propagates it.
-            log.info("%s %s was deleted while its partner was made", self.flow.entity, self.msg.key())
-            return "gone"
-        return "created"
-
-    def _merge(
-        self, link: Link | None, source: core.Side, partner: core.Side, decision: core.Merge | core.Wait
-    ) -> Outcome:
-        """Write each side the plan names, and plan again with the answers until both sides hold the merged record.
-        A write answers with the whole record, which can hold more than was merged (a person's edit that landed
-        meanwhile, a default): Wave has no conditional write, and both systems fill in defaults."""
-        matched = link is None
-        sides = {source.system: source, partner.system: partner}
-        if link is None:
-            # A pair found by natural key is recorded before anything is written, like a created one.
-            link = self._save(None, sides, Unsettled({}), resolve=False)
-        before = {system: side.fields for system, side in sides.items()}  # for the history
-        wrote = False
-        for _round in range(MERGE_ROUNDS):
-            if isinstance(decision, core.Wait):
-                wait = (decision.until - self.ctx.clock()).total_seconds()
-                raise MustWaitError(
-                    f"{decision.why} ({self.msg.key()}); waiting {wait:.1f}s",
-                    system="sync",
-                    retry_after=wait,
-                    wait_at_most=wait + 1.0,
-                )
-            if decision.conflicts:
-                log.info("conflict on %s: %s", self.msg.key(), ", ".join(decision.conflicts))
-            for system, changed in decision.writes.items():
-                sides[system] = self._write(link, system, decision, changed)
-                wrote = True
-            state = core.after_writes(decision, {system: side.fields for system, side in sides.items()})
-            if isinstance(state, Settled):
-                merged = history.merged(
-                    self.ctx.settings, self.msg, before, state.agreed, decision.conflicts, linked=not matched
-                )
-                self._save(link, sides, state, decision=merged)
-                return "updated" if wrote else "linked" if matched else "unchanged"
-            decision = core.merge(state, sides[self.source], sides[self.target], self.policy, self.ctx.clock())
-        raise ConflictError(f"{self.msg.key()} kept changing while it was written", retry_after=1.0)
-
-    def _write(self, link: Link, system: System, decision: core.Merge, changed: frozenset[str]) -> core.Side:
-        self.flow.definition.check(system, decision.merged, self.read.options)
-        record = self.read.records[system]
-        log.info("%s: writing %s to %s %s", self.msg.key(), ", ".join(sorted(changed)), system, record["id"])
-        try:
-            written = self.flow.update(
-                self.ctx,
-                system,
-                record,
-                self.read.outbound(system, decision.merged),
-                set(changed),
-                verify=system not in self.read.fresh,
-            )
-        except Exception as exc:
-            # The write (or an earlier one) may have landed: whatever holds the merged record from now on holds what
-            # the sync wrote, not a person's edit. A Wave write that was sent and not refused may land late.
-            refused = isinstance(exc, RateLimitedError | ConflictError | MustWaitError)
-            may_land = system == "wave" and isinstance(exc, RetryableError) and not refused
-            settle = timedelta(seconds=CREATE_SETTLE_TIMEOUTS * self.ctx.settings.http_timeout)
-            recording.remember(self.ctx, link, decision, self.ctx.clock() + settle if may_land else None)
-            raise
-        self.read.fresh.add(system)
-        return self.read.side(system, written)
-
-    def _propagate_delete(self, link: Link, decision: core.Delete) -> Outcome:
-        flow, ctx = self.flow, self.ctx
-        try:
-            partner: Record | None = flow.read(ctx, decision.target, decision.target_id)
-        except NotFoundError:
-            partner = None
-        if partner is not None:
-            flow.delete(ctx, decision.target, partner)
-        recording.forget(ctx, link, self.msg, partner_existed=partner is not None)
-        return "deleted"
-
     def _abandon(self) -> Outcome:
         self.creates.abandon()
         return "gone"
@@ -276,14 +161,3 @@ class PairSync:
 
     def _load(self) -> Link | None:
         return recording.load(self.ctx, self.flow.entity, self.source, self.msg.source_id)
-
-    def _save(
-        self,
-        link: Link | None,
-        sides: dict[System, core.Side],
-        state: Settled | Unsettled,
-        *,
-        resolve: bool = True,
-        decision: history.Decision | None = None,
-    ) -> Link:
-        return recording.save(self.ctx, self.flow.entity, link, sides, state, resolve=resolve, decision=decision)
