@@ -80,6 +80,7 @@ class Context:
         return WaveKeys(self.redis, self.settings)
 
     def close(self) -> None:
+        leases.KEEPER.heartbeat_off(self.redis)
         self.customerp.close()
         self.wave.close()
         self.redis.close()

@@ -85,6 +85,13 @@ class LeaseKeeper:
         self._ensure_running()
         self._wake.set()
 
+    def heartbeat_off(self, client: redis.Redis) -> None:
+        """Stop announcing through `client` (its context is closing); renewals through another client go on."""
+        with self._guard:
+            if self._heartbeat is client:
+                self._heartbeat = None
+                self._unreachable = False
+
     def renew_now(self) -> None:
         """One round of renewals. Never raises: a failed renewal is retried in `RENEW_EVERY_S`, and a lease that
         lapses meanwhile only lets another worker redo idempotent work."""

@@ -117,3 +117,22 @@ def test_the_broker_restores_a_dead_workers_messages_one_lease_after_its_last_re
     assert transport["unacked_mutex_expire"] <= settings.message_lease
     # Three renewals may be missed before a live worker's message is handed out again.
     assert settings.message_lease >= 3 * leases.RENEW_EVERY_S + RESTORE_INTERVAL_S
+
+
+def test_a_closed_context_stops_announcing_its_process(
+    boxes: Sandboxes, redis_server: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process announces itself alive through its context's Redis client until the context closes; renewing
+    through the closed client afterwards would only fail (and warn that Redis is unreachable) for ever."""
+    clean_redis(redis_server.url)
+    checker = redis.Redis.from_url(redis_server.url)
+    heartbeat = keys.worker_key(leases.process_id())
+    system = System(boxes, redis_server.url, tmp_path)
+    leases.KEEPER.renew_now()
+    assert checker.exists(heartbeat)
+    system.close()
+    checker.delete(heartbeat)
+    leases.KEEPER.renew_now()
+    assert not checker.exists(heartbeat)
+    assert "could not renew" not in caplog.text
+    checker.close()
