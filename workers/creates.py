@@ -117,7 +117,7 @@ class Creates:
                     system="sync",
                 ) from None
             raise
-        log.info("%s %s:%s has its partner %s:%s", entity, self.source, self.source_id, target, created["id"])
+        log.info("%s %s:%s has its partner %s:%s", entity, self.source, self.source_id, target, created.id)
         return created, sent
 
     def abandon(self) -> None:
@@ -142,7 +142,7 @@ class Creates:
                 self.source,
                 self.source_id,
                 target,
-                created["id"],
+                created.id,
             )
             flow.delete(ctx, target, created)
         ctx.coordinator.end_create(flow.entity, target, self.source_id)
@@ -180,7 +180,7 @@ class Creates:
 
     def _linked(self, record: Record) -> bool:
         with self.ctx.db.session() as session:
-            return store.find_link(session, self.flow.entity, self.target, str(record["id"])) is not None
+            return store.find_link(session, self.flow.entity, self.target, record.id) is not None
 
     def _settle_time(self, intent: CreateIntent) -> float:
         """How long after its last send a create may still land. A live sender may still be waiting on it (and an

@@ -7,61 +7,62 @@ from datetime import datetime
 from shared import keys
 from shared.celery_app import app
 from shared.context import Context
+from shared.customerp.models import Customer
 from shared.entities import CUSTOMERS
 from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage
 from shared.natural_keys import normalise_key
+from shared.wave.models import WaveCustomer
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
-from workers.flow import Flow, Record
+from workers.flow import Flow, WaveRecord
 
 
-def _same_customer(record: Record, canonical: Canonical) -> bool:
+def _same_customer(record: WaveRecord, canonical: Canonical) -> bool:
+    assert isinstance(record, WaveCustomer)
     email, number = canonical.get("email"), canonical.get("number")
-    rec_email, rec_number = record.get("email"), record.get("displayId")
-    if email and rec_email and normalise_key(email) == normalise_key(rec_email):
+    if email and record.email and normalise_key(email) == normalise_key(record.email):
         return True
-    return bool(number and rec_number and normalise_key(number) == normalise_key(rec_number))
+    return bool(number and record.display_id and normalise_key(number) == normalise_key(record.display_id))
 
 
 class CustomerFlow(Flow):
     definition = CUSTOMERS
+    models = {"customerp": Customer, "wave": WaveCustomer}
 
-    def wave_read(self, ctx: Context, wave_id: str) -> Record:
-        return ctx.wave.get_customer(wave_id).model_dump(mode="json", by_alias=True)
+    def wave_read(self, ctx: Context, wave_id: str) -> WaveCustomer:
+        return ctx.wave.get_customer(wave_id)
 
-    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> Record | None:
+    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> WaveCustomer | None:
         """Email first (Sesam's merge criterion towards Wave), then customer number ↔ displayId."""
         if since is not None:
-            for customer in ctx.wave.iter_customers(modified_after=since):
-                record = customer.model_dump(mode="json", by_alias=True)
-                if _same_customer(record, canonical):
-                    return record
-            return None
+            return next(
+                (c for c in ctx.wave.iter_customers(modified_after=since) if _same_customer(c, canonical)), None
+            )
         values = {"email": canonical.get("email"), "displayId": canonical.get("number")}
-        return self.wave_match_by_keys(ctx, values, lambda record: _same_customer(record, canonical))
+        found = self.wave_match_by_keys(ctx, values, lambda record: _same_customer(record, canonical))
+        assert found is None or isinstance(found, WaveCustomer)
+        return found
 
-    def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None:
+    def customerp_match(self, ctx: Context, canonical: Canonical) -> Customer | None:
         for field, value in (("email", canonical.get("email")), ("customer_number", canonical.get("number"))):
             if value:
                 found = ctx.customerp.find("customers", **{field: value})
                 if found:
-                    return found[0].model_dump(mode="json")
+                    return found[0]
         return None
 
-    def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
-        created = ctx.wave.create_customer(self.wave_input(ctx, canonical, None))
-        record = created.model_dump(mode="json", by_alias=True)
-        return record
+    def wave_create(self, ctx: Context, canonical: Canonical) -> WaveCustomer:
+        return ctx.wave.create_customer(self.wave_input(ctx, canonical, None))
 
-    def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
-        patched = ctx.wave.patch_customer(record["id"], self.wave_input(ctx, canonical, changed))
+    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveCustomer:
+        patched = ctx.wave.patch_customer(record.id, self.wave_input(ctx, canonical, changed))
         ctx.wave_keys.put_record("customers", patched)
-        return patched.model_dump(mode="json", by_alias=True)
+        return patched
 
-    def wave_delete(self, ctx: Context, record: Record) -> None:
-        ctx.wave.delete_customer(record["id"])
-        ctx.wave_keys.forget_record("customers", record["id"])
+    def wave_delete(self, ctx: Context, record: WaveRecord) -> None:
+        ctx.wave.delete_customer(record.id)
+        ctx.wave_keys.forget_record("customers", record.id)
 
 
 FLOW = CustomerFlow()

@@ -132,7 +132,7 @@ class PairSync:
         if found is None:
             return None
         self.read.fresh.add(self.target)
-        taken = recording.load(self.ctx, self.flow.entity, self.target, str(found["id"]))
+        taken = recording.load(self.ctx, self.flow.entity, self.target, found.id)
         if taken is not None and taken.own_id(self.source) == self.msg.source_id:
             # Linked to this very record since the link was loaded (the sync that created it finished).
             raise ConflictError(f"{self.msg.key()} was linked meanwhile")

@@ -3,6 +3,9 @@
 The Customerp side is the same for every entity (one REST resource each); the Wave side differs by entity, so
 subclasses implement the `wave_*` methods and may refine the payload builders. Every canonical record passed in
 here already names referenced records by the ids of the system it is written to (shared/refs.py).
+
+Records are the clients' own models (frozen, validated where they were read): a record is turned into plain data
+once, where the mapping tables read it (`api_view`), and a poll's snapshot becomes a model again (`from_snapshot`).
 """
 
 from __future__ import annotations
@@ -13,21 +16,46 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from shared.context import Context
+from shared.customerp import models as cp
 from shared.entities import EntityDef
-from shared.errors import ConflictError, NotFoundError
+from shared.errors import ConflictError, FieldError, InvalidDataError, NotFoundError
 from shared.mapping.fields import Canonical, payload
 from shared.messages import System
 from shared.settings import Entity
-from shared.versions import record_version
+from shared.wave.models import WaveCustomer, WaveInvoice, WaveProduct
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+CustomerpRecord = cp.Record
+WaveRecord = WaveCustomer | WaveProduct | WaveInvoice
+Record = CustomerpRecord | WaveRecord
+
+
+def api_view(record: Record) -> dict[str, Any]:
+    """`record` as the mapping tables, versions and the key index read it: JSON values under the API's field names
+    (Wave's nested references flattened the way its inputs name them: shared/wave/models.py)."""
+    return record.model_dump(mode="json", by_alias=True)
 
 
 class Flow(ABC):
     definition: EntityDef
+    models: dict[System, type[CustomerpRecord] | type[WaveRecord]]
+
+    def from_snapshot(self, system: System, snapshot: dict[str, Any]) -> Record:
+        """A poll's snapshot (the record's API view, carried as JSON by the message) as the record it was. A snapshot
+        no client would have read (a hand-made or corrupted message) is invalid data, with the paths of its faults."""
+        try:
+            return self.models[system].model_validate(snapshot)
+        except ValidationError as exc:
+            faults = [FieldError(tuple(str(p) for p in e["loc"]), e["msg"], "unreadable") for e in exc.errors()]
+            raise InvalidDataError(
+                f"the {system} {self.entity[:-1]} this message carries cannot be read",
+                system=system,
+                field_errors=faults,
+            ) from None
 
     @property
     def entity(self) -> Entity:
@@ -48,26 +76,26 @@ class Flow(ABC):
     # --- the Wave side, per entity -----------------------------------------------------------------------------
 
     @abstractmethod
-    def wave_read(self, ctx: Context, wave_id: str) -> Record: ...
+    def wave_read(self, ctx: Context, wave_id: str) -> WaveRecord: ...
 
     @abstractmethod
-    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> Record | None: ...
+    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> WaveRecord | None: ...
 
     @abstractmethod
-    def wave_create(self, ctx: Context, canonical: Canonical) -> Record: ...
+    def wave_create(self, ctx: Context, canonical: Canonical) -> WaveRecord: ...
 
     @abstractmethod
-    def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record: ...
+    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveRecord: ...
 
     @abstractmethod
-    def wave_delete(self, ctx: Context, record: Record) -> None: ...
+    def wave_delete(self, ctx: Context, record: WaveRecord) -> None: ...
 
     @abstractmethod
-    def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None: ...
+    def customerp_match(self, ctx: Context, canonical: Canonical) -> CustomerpRecord | None: ...
 
     def wave_match_by_keys(
-        self, ctx: Context, values: Mapping[str, str | None], same: Callable[[Record], bool]
-    ) -> Record | None:
+        self, ctx: Context, values: Mapping[str, str | None], same: Callable[[WaveRecord], bool]
+    ) -> WaveRecord | None:
         """The Wave record holding these natural keys ({Wave field: value}) that `same` accepts, found through the
         index the Wave pollers keep (shared/natural_keys.py) and confirmed by a read. The index is brought up to
         date (within WAVESYNC_MATCH_FRESHNESS) before "none" is believed: a person may have made the record in
@@ -99,7 +127,8 @@ class Flow(ABC):
     def read(self, ctx: Context, system: System, record_id: str) -> Record:
         if system == "wave":
             return self.wave_read(ctx, record_id)
-        return ctx.customerp.get(self.entity, record_id).model_dump(mode="json")
+        record: CustomerpRecord = ctx.customerp.get(self.entity, record_id)
+        return record
 
     def match(self, ctx: Context, system: System, canonical: Canonical, since: datetime | None) -> Record | None:
         """An existing record on `system` that is the same real thing (natural key). `since` narrows the search to
@@ -114,7 +143,8 @@ class Flow(ABC):
         # A deterministic key: a retry after a lost response returns the record already created.
         key = f"wavesync:{self.entity}:wave:{source_id}"
         body = self.customerp_body(ctx, canonical, None)
-        return ctx.customerp.create(self.entity, body, idempotency_key=key).model_dump(mode="json")
+        created: CustomerpRecord = ctx.customerp.create(self.entity, body, idempotency_key=key)
+        return created
 
     def update(
         self, ctx: Context, system: System, record: Record, canonical: Canonical, changed: set[str], *, verify: bool
@@ -124,26 +154,25 @@ class Flow(ABC):
         Customerp writes are conditional (If-Match). Wave has no conditional write: when `record` was not read in
         this task (a poll snapshot), re-read it and compare modifiedAt first.
         """
-        if system == "customerp":
+        if isinstance(record, CustomerpRecord):
             body = self.customerp_body(ctx, canonical, changed)
-            return ctx.customerp.update(
-                self.entity, str(record["id"]), body, version=int(record["version"])
-            ).model_dump(mode="json")
+            updated: CustomerpRecord = ctx.customerp.update(self.entity, record.id, body, version=record.version)
+            return updated
         if verify:
-            current = self.wave_read(ctx, str(record["id"]))
-            if record_version("wave", current) != record_version("wave", record):
+            current = self.wave_read(ctx, record.id)
+            if current.modified_at != record.modified_at:
                 raise ConflictError(f"Wave {self.entity[:-1]} changed since it was polled", system="wave")
         return self.wave_update(ctx, record, canonical, changed)
 
     def delete(self, ctx: Context, system: System, record: Record) -> None:
         """Delete `record`; one that is already gone (an earlier attempt whose answer was lost) counts as done."""
         try:
-            if system == "wave":
-                self.wave_delete(ctx, record)
+            if isinstance(record, CustomerpRecord):
+                ctx.customerp.delete(self.entity, record.id, version=record.version)
             else:
-                ctx.customerp.delete(self.entity, str(record["id"]), version=int(record["version"]))
+                self.wave_delete(ctx, record)
         except NotFoundError:
-            log.info("%s %s:%s was already deleted", self.entity, system, record["id"])
+            log.info("%s %s:%s was already deleted", self.entity, system, record.id)
 
 
 def prune_nulls(body: dict[str, Any]) -> dict[str, Any]:

@@ -13,22 +13,25 @@ from typing import Any
 from shared import keys
 from shared.celery_app import app
 from shared.context import Context
+from shared.customerp.models import Order
 from shared.entities import ORDERS
 from shared.errors import FieldError, ForbiddenEditError
 from shared.mapping import orders as mapping
 from shared.mapping.fields import Canonical, payload
 from shared.messages import ChangeMessage, System
 from shared.settings import Entity
+from shared.wave.models import WaveInvoice
 from workers import customers, products
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
-from workers.flow import Flow, Record
+from workers.flow import Flow, Record, WaveRecord
 
 DEPENDENCIES: dict[Entity, Flow] = {"customers": customers.FLOW, "products": products.FLOW}
 
 
 class OrderFlow(Flow):
     definition = ORDERS
+    models = {"customerp": Order, "wave": WaveInvoice}
 
     # --- payloads ------------------------------------------------------------------------------------------
 
@@ -56,40 +59,40 @@ class OrderFlow(Flow):
 
     # --- the Wave side -------------------------------------------------------------------------------------
 
-    def wave_read(self, ctx: Context, wave_id: str) -> Record:
-        return ctx.wave.get_invoice(wave_id).model_dump(mode="json", by_alias=True)
+    def wave_read(self, ctx: Context, wave_id: str) -> WaveInvoice:
+        return ctx.wave.get_invoice(wave_id)
 
-    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> Record | None:
+    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> WaveInvoice | None:
         number = canonical.get("number")
         if not number:
             return None
         if since is not None:
-            for invoice in ctx.wave.iter_invoices(modified_after=since):
-                if invoice.model_dump(mode="json", by_alias=True).get("invoiceNumber") == number:
-                    return invoice.model_dump(mode="json", by_alias=True)
-            return None
-        return self.wave_match_by_keys(
-            ctx, {"invoiceNumber": number}, lambda record: record.get("invoiceNumber") == number
+            return next((i for i in ctx.wave.iter_invoices(modified_after=since) if i.invoice_number == number), None)
+        found = self.wave_match_by_keys(
+            ctx,
+            {"invoiceNumber": number},
+            lambda record: isinstance(record, WaveInvoice) and record.invoice_number == number,
         )
+        assert found is None or isinstance(found, WaveInvoice)
+        return found
 
-    def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None:
+    def customerp_match(self, ctx: Context, canonical: Canonical) -> Order | None:
         if canonical.get("number"):
             found = ctx.customerp.find("orders", order_number=canonical["number"])
             if found:
-                return found[0].model_dump(mode="json")
+                return found[0]
         return None
 
-    def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
-        record = ctx.wave.create_invoice(self.wave_input(ctx, canonical, None)).model_dump(mode="json", by_alias=True)
-        record = self._advance_status(ctx, record, canonical)
-        return record
+    def wave_create(self, ctx: Context, canonical: Canonical) -> WaveInvoice:
+        return self._advance_status(ctx, ctx.wave.create_invoice(self.wave_input(ctx, canonical, None)), canonical)
 
-    def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
-        current = mapping.wave_status(record.get("status"), record.get("lastSentAt"))
+    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveInvoice:
+        assert isinstance(record, WaveInvoice)
+        current = mapping.wave_status(record.status, record.last_sent_at)
         wanted = canonical.get("status") or "draft"
         if "status" in changed and mapping.STATUS_RANK.get(wanted, 0) < mapping.STATUS_RANK.get(current, 0):
             raise ForbiddenEditError(
-                f"the order went back to {wanted!r} but its Wave invoice is {record.get('status')} and Wave invoices "
+                f"the order went back to {wanted!r} but its Wave invoice is {record.status} and Wave invoices "
                 "only move forward; edit the status in Wave, or restore the order's status",
                 system="sync",
                 field_errors=[FieldError(("status",), f"cannot go from {current} back to {wanted}", "status")],
@@ -105,24 +108,24 @@ class OrderFlow(Flow):
         if fields:
             patch = self.wave_input(ctx, canonical, fields)
             if patch:
-                record = ctx.wave.patch_invoice(record["id"], patch).model_dump(mode="json", by_alias=True)
+                record = ctx.wave.patch_invoice(record.id, patch)
         return self._advance_status(ctx, record, canonical)
 
     def finish_create(self, ctx: Context, target: System, record: Record, canonical: Canonical) -> Record:
-        return self._advance_status(ctx, record, canonical) if target == "wave" else record
+        return self._advance_status(ctx, record, canonical) if isinstance(record, WaveInvoice) else record
 
-    def _advance_status(self, ctx: Context, record: Record, canonical: Canonical) -> Record:
+    def _advance_status(self, ctx: Context, record: WaveInvoice, canonical: Canonical) -> WaveInvoice:
         wanted = mapping.STATUS_RANK.get(canonical.get("status") or "draft", 0)
-        if record.get("status") == "DRAFT" and wanted >= 1:
-            record = ctx.wave.approve_invoice(record["id"]).model_dump(mode="json", by_alias=True)
-        current = mapping.wave_status(record.get("status"), record.get("lastSentAt"))
+        if record.status == "DRAFT" and wanted >= 1:
+            record = ctx.wave.approve_invoice(record.id)
+        current = mapping.wave_status(record.status, record.last_sent_at)
         if current == "confirmed" and wanted == mapping.STATUS_RANK["sent"]:  # SAVED, or overdue and never sent
-            record = ctx.wave.mark_invoice_sent(record["id"]).model_dump(mode="json", by_alias=True)
+            record = ctx.wave.mark_invoice_sent(record.id)
         return record
 
-    def wave_delete(self, ctx: Context, record: Record) -> None:
-        ctx.wave.delete_invoice(record["id"])
-        ctx.wave_keys.forget_record("orders", record["id"])
+    def wave_delete(self, ctx: Context, record: WaveRecord) -> None:
+        ctx.wave.delete_invoice(record.id)
+        ctx.wave_keys.forget_record("orders", record.id)
 
 
 FLOW = OrderFlow()

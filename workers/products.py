@@ -8,14 +8,16 @@ from typing import Any
 from shared import keys
 from shared.celery_app import app
 from shared.context import Context
+from shared.customerp.models import Product
 from shared.entities import PRODUCTS
 from shared.errors import FieldError, ForbiddenEditError, PermanentError
 from shared.mapping.fields import Canonical
 from shared.messages import ChangeMessage, System
 from shared.natural_keys import normalise_key
+from shared.wave.models import WaveProduct
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
-from workers.flow import Flow, Record
+from workers.flow import Flow, Record, WaveRecord
 
 _income_accounts: dict[str, str] = {}
 
@@ -39,6 +41,7 @@ def income_account(ctx: Context) -> str:
 
 class ProductFlow(Flow):
     definition = PRODUCTS
+    models = {"customerp": Product, "wave": WaveProduct}
 
     def customerp_body(self, ctx: Context, canonical: Canonical, changed: set[str] | None) -> dict[str, Any]:
         body = super().customerp_body(ctx, canonical, changed)
@@ -47,72 +50,71 @@ class ProductFlow(Flow):
         return body
 
     def finish_create(self, ctx: Context, target: System, record: Record, canonical: Canonical) -> Record:
-        if target == "wave" and canonical.get("archived") and not record.get("isArchived"):
-            return ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
+        if isinstance(record, WaveProduct) and canonical.get("archived") and not record.is_archived:
+            return ctx.wave.archive_product(record.id)
         return record
 
-    def wave_read(self, ctx: Context, wave_id: str) -> Record:
-        return ctx.wave.get_product(wave_id).model_dump(mode="json", by_alias=True)
+    def wave_read(self, ctx: Context, wave_id: str) -> WaveProduct:
+        return ctx.wave.get_product(wave_id)
 
-    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> Record | None:
+    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> WaveProduct | None:
         """By name: Wave products have no SKU."""
         name = canonical.get("name")
         if not name:
             return None
         if since is not None:
-            for product in ctx.wave.iter_products(modified_after=since, archived=None):
-                record = product.model_dump(mode="json", by_alias=True)
-                if normalise_key(record["name"]) == normalise_key(name):
-                    return record
-            return None
+            products = ctx.wave.iter_products(modified_after=since, archived=None)
+            return next((p for p in products if normalise_key(p.name) == normalise_key(name)), None)
 
-        def same(record: Record) -> bool:
+        def same(record: WaveRecord) -> bool:
             # An archived Wave product is history (often one deleted in Customerp): a live product of the same name
             # is a new product, not that one coming back (Wave's API cannot un-archive it).
-            archived_for_live = record.get("isArchived") and not canonical.get("archived")
-            return normalise_key(record["name"]) == normalise_key(name) and not archived_for_live
+            assert isinstance(record, WaveProduct)
+            archived_for_live = record.is_archived and not canonical.get("archived")
+            return normalise_key(record.name) == normalise_key(name) and not archived_for_live
 
-        return self.wave_match_by_keys(ctx, {"name": name}, same)
+        found = self.wave_match_by_keys(ctx, {"name": name}, same)
+        assert found is None or isinstance(found, WaveProduct)
+        return found
 
-    def customerp_match(self, ctx: Context, canonical: Canonical) -> Record | None:
+    def customerp_match(self, ctx: Context, canonical: Canonical) -> Product | None:
         if canonical.get("name"):
             found = ctx.customerp.find("products", name=canonical["name"])
             if found:
-                return found[0].model_dump(mode="json")
+                return found[0]
         return None
 
-    def wave_create(self, ctx: Context, canonical: Canonical) -> Record:
+    def wave_create(self, ctx: Context, canonical: Canonical) -> WaveProduct:
         # Wave only offers a product on invoices when it has an income account (isSold).
-        created = ctx.wave.create_product(
+        record = ctx.wave.create_product(
             {**self.wave_input(ctx, canonical, None), "incomeAccountId": income_account(ctx)}
         )
-        record = created.model_dump(mode="json", by_alias=True)
         if canonical.get("archived"):
-            record = ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
+            record = ctx.wave.archive_product(record.id)
         return record
 
-    def wave_update(self, ctx: Context, record: Record, canonical: Canonical, changed: set[str]) -> Record:
+    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveProduct:
+        assert isinstance(record, WaveProduct)
         if "archived" in changed and not canonical.get("archived"):
             raise ForbiddenEditError(
-                f"the Wave product {record['name']!r} is archived and Wave's API cannot un-archive it: restore it in "
+                f"the Wave product {record.name!r} is archived and Wave's API cannot un-archive it: restore it in "
                 "Wave's web app (Products & Services), then replay this dead letter",
                 system="wave",
                 field_errors=[FieldError(("archived",), "cannot be un-archived through the API", "archived")],
             )
         fields = changed - {"archived"}
         if fields:
-            record = ctx.wave.patch_product(record["id"], self.wave_input(ctx, canonical, fields)).model_dump(
-                mode="json", by_alias=True
-            )
+            record = ctx.wave.patch_product(record.id, self.wave_input(ctx, canonical, fields))
         if "archived" in changed:
-            record = ctx.wave.archive_product(record["id"]).model_dump(mode="json", by_alias=True)
+            record = ctx.wave.archive_product(record.id)
         ctx.wave_keys.put_record("products", record)
         return record
 
-    def wave_delete(self, ctx: Context, record: Record) -> None:
+    def wave_delete(self, ctx: Context, record: WaveRecord) -> None:
         # Wave has no productDelete: archiving is its deletion.
-        if not record.get("isArchived"):
-            ctx.wave.archive_product(record["id"])
+        assert isinstance(record, WaveProduct)
+        if not record.is_archived:
+            ctx.wave.archive_product(record.id)
 
 
 FLOW = ProductFlow()

@@ -2,7 +2,7 @@
 
 Every record read (or answered by a write) is kept, because a write needs the record itself (its version for
 If-Match, an invoice's status), and every side read in this task is remembered as fresh: a write to it needs no
-second look first.
+second look first. A record is the client's model; it is turned into plain data once, for the mapping tables.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from shared.refs import CreateMissing, LinkLookup, resolve_refs
 from shared.store.models import Link
 from shared.versions import modified_at, record_version
 from workers import plan as core
-from workers.flow import Flow, Record
+from workers.flow import Flow, Record, api_view
 
 
 class Reader:
@@ -34,7 +34,7 @@ class Reader:
             self.fresh.add(msg.source)
         else:
             assert msg.snapshot is not None
-            record = msg.snapshot
+            record = self.flow.from_snapshot(msg.source, msg.snapshot)
         side = self.side(msg.source, record)
         return core.Source(msg.source, msg.source_id, side.version, side, forced=msg.reread, fresh=reread)
 
@@ -56,17 +56,17 @@ class Reader:
     def side(self, system: System, record: Record) -> core.Side:
         """`record` as `plan` sees it."""
         self.records[system] = record
+        view = api_view(record)
         return core.Side(
-            system,
-            str(record["id"]),
-            record_version(system, record),
-            modified_at(system, record),
-            self.canonical(system, record),
+            system, record.id, record_version(system, view), modified_at(system, view), self._canonical(system, view)
         )
 
     def canonical(self, system: System, record: Record) -> dict[str, object]:
         """`record` as the sync compares it, references named by Customerp ids."""
-        fields = self.flow.definition.canonical(system, record, self.options)
+        return self._canonical(system, api_view(record))
+
+    def _canonical(self, system: System, view: dict[str, object]) -> dict[str, object]:
+        fields = self.flow.definition.canonical(system, view, self.options)
         if system == "customerp":
             return fields
         return resolve_refs(self.links, self.flow.definition, fields, "wave", create_missing=self.create_missing)

@@ -122,7 +122,7 @@ class Writes:
     def _write(self, link: Link, system: System, decision: core.Merge, changed: frozenset[str]) -> core.Side:
         self.flow.definition.check(system, decision.merged, self.read.options)
         record = self.read.records[system]
-        log.info("%s: writing %s to %s %s", self.msg.key(), ", ".join(sorted(changed)), system, record["id"])
+        log.info("%s: writing %s to %s %s", self.msg.key(), ", ".join(sorted(changed)), system, record.id)
         try:
             written = self.flow.update(
                 self.ctx,

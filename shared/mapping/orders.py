@@ -94,8 +94,8 @@ WAVE_STATUS: dict[str, str] = {
 SENT_OR_CONFIRMED = frozenset({"UNPAID", "OVERDUE"})
 
 
-def wave_status(status: str | None, last_sent_at: str | None) -> str:
-    """The canonical status of a Wave invoice (see WAVE_STATUS)."""
+def wave_status(status: str | None, last_sent_at: object) -> str:
+    """The canonical status of a Wave invoice (see WAVE_STATUS); `last_sent_at` counts only as set or not."""
     if status in SENT_OR_CONFIRMED and not last_sent_at:
         return "confirmed"
     return WAVE_STATUS.get(str(status), "draft")
