@@ -23,6 +23,7 @@ from bench.data import Sizes, create_fallback_product, seed_customerp
 from bench.floor import measure_minimal_io, summarise
 from bench.stack import Child, Stack, WorkerSpec, split_counts, stack
 from shared import keys
+from shared.customerp.models import Customer
 from shared.messages import ChangeMessage
 from shared.settings import ENTITIES
 
@@ -509,7 +510,11 @@ def run_backlog(running: Stack, worker: Child, count: int, log: Log) -> dict[str
     pairs = running.links("customers")
     if not pairs:
         raise RuntimeError("the backlog needs linked customers: run the backfill first")
-    versions = {cp: f"{running.cp_store.tables['customers'][cp].version:012d}" for cp, _ in pairs}
+    table = running.cp_store.tables["customers"]
+    versions = {cp: f"{table[cp].version:012d}" for cp, _ in pairs}
+    # What the poller would carry: the record as the client reads it (a partial snapshot is a corrupted message).
+    snapshots = {cp: Customer.model_validate(table[cp].render()).model_dump(mode="json") for cp, _ in pairs}
+    dead_before = sum(running.dead_letter_counts().values())
     before = proc.tree_memory(worker.pid)
     samples: list[tuple[float, int, float]] = []
     started = time.monotonic()
@@ -534,7 +539,7 @@ def run_backlog(running: Stack, worker: Child, count: int, log: Log) -> dict[str
                 source="customerp",
                 source_id=cp_id,
                 version=version,
-                snapshot={"id": cp_id, "version": int(version)},
+                snapshot=snapshots[cp_id],
             )
         running.app.send_task(keys.SYNC_TASK["customers"], args=[message.to_json()], queue="customers")
     enqueued = time.monotonic()
@@ -548,6 +553,7 @@ def run_backlog(running: Stack, worker: Child, count: int, log: Log) -> dict[str
     peak = max((rss for _t, _b, rss in samples), default=after.rss_mib)
     result = {
         "messages": count,
+        "dead_lettered": sum(running.dead_letter_counts().values()) - dead_before,
         "enqueue_seconds": round(enqueued - started, 1),
         "seconds": round(seconds, 1),
         "per_second": rate(count, seconds),
@@ -562,7 +568,8 @@ def run_backlog(running: Stack, worker: Child, count: int, log: Log) -> dict[str
     }
     log(
         f"  backlog: {count} msgs in {seconds:.0f} s ({result['per_second']}/s); worker RSS warm {warm:.0f} MiB → "
-        f"end {after.rss_mib:.0f} MiB ({result['growth_pct']} %), peak {after.hwm_mib:.0f} MiB"
+        f"end {after.rss_mib:.0f} MiB ({result['growth_pct']} %), peak {after.hwm_mib:.0f} MiB; "
+        f"{result['dead_lettered']} dead-lettered"
     )
     return result
 

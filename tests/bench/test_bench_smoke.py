@@ -67,6 +67,7 @@ def test_a_quick_bench_run_writes_sane_results_for_every_scenario(tmp_path: Path
     assert steady["visible"] + steady["never_visible"] == steady["edits"]
     memory = main["memory"]
     assert memory["messages"] == 300
+    assert memory["dead_lettered"] == 0  # the backlog measures the no-op path, not the dead-letter one
     assert memory["worker_rss_end_mib"] > 0
     variants = results["latency"]["variants"]
     assert [v["baseline"] for v in variants] == [True, False, False, False, False, False]
