@@ -51,7 +51,6 @@ def test_task_events_are_off_until_flowers_command_turns_them_on(
         system.stop_worker()
         # The worker as compose runs it (`wavesync worker -Q control`): Celery's heartbeat on, which keeps the event
         # dispatcher that Flower's command switches task events on in (the test harness's workers run without it).
-        log = (tmp_path / "shipped-worker.log").open("ab")
         command = [
             sys.executable,
             "-m",
@@ -62,7 +61,8 @@ def test_task_events_are_off_until_flowers_command_turns_them_on(
             "-n",
             f"shipped-{os.getpid()}@%h",
         ]
-        worker = subprocess.Popen(command, env=system.env(), stdout=log, stderr=log, cwd=REPO)
+        with (tmp_path / "shipped-worker.log").open("ab") as log:  # the child keeps its own descriptor
+            worker = subprocess.Popen(command, env=system.env(), stdout=log, stderr=log, cwd=REPO)
         try:
             with task_events() as events:
                 wait_for("the worker to answer", lambda: bool(app.control.ping(timeout=0.5)), timeout=60)
