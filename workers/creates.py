@@ -43,7 +43,7 @@ class Creates:
     """The create protocol of one record (`source`:`source_id`) whose partner goes to the other system."""
 
     def __init__(
-        self, ctx: Context, flow: Flow, source: System, source_id: str, canonical: Canonicalise, outbound: Outbound
+        self, ctx: Context, flow: Flow[Any], source: System, source_id: str, canonical: Canonicalise, outbound: Outbound
     ) -> None:
         self.ctx, self.flow = ctx, flow
         self.source, self.target, self.source_id = source, other(source), source_id

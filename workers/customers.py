@@ -15,18 +15,17 @@ from shared.natural_keys import normalise_key
 from shared.wave.models import WaveCustomer
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
-from workers.flow import Flow, WaveRecord
+from workers.flow import Flow
 
 
-def _same_customer(record: WaveRecord, canonical: Canonical) -> bool:
-    assert isinstance(record, WaveCustomer)
+def _same_customer(record: WaveCustomer, canonical: Canonical) -> bool:
     email, number = canonical.get("email"), canonical.get("number")
     if email and record.email and normalise_key(email) == normalise_key(record.email):
         return True
     return bool(number and record.display_id and normalise_key(number) == normalise_key(record.display_id))
 
 
-class CustomerFlow(Flow):
+class CustomerFlow(Flow[WaveCustomer]):
     definition = CUSTOMERS
     models = {"customerp": Customer, "wave": WaveCustomer}
 
@@ -40,9 +39,7 @@ class CustomerFlow(Flow):
                 (c for c in ctx.wave.iter_customers(modified_after=since) if _same_customer(c, canonical)), None
             )
         values = {"email": canonical.get("email"), "displayId": canonical.get("number")}
-        found = self.wave_match_by_keys(ctx, values, lambda record: _same_customer(record, canonical))
-        assert found is None or isinstance(found, WaveCustomer)
-        return found
+        return self.wave_match_by_keys(ctx, values, lambda record: _same_customer(record, canonical))
 
     def customerp_match(self, ctx: Context, canonical: Canonical) -> Customer | None:
         for field, value in (("email", canonical.get("email")), ("customer_number", canonical.get("number"))):
@@ -55,12 +52,12 @@ class CustomerFlow(Flow):
     def wave_create(self, ctx: Context, canonical: Canonical) -> WaveCustomer:
         return ctx.wave.create_customer(self.wave_input(ctx, canonical, None))
 
-    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveCustomer:
+    def wave_update(self, ctx: Context, record: WaveCustomer, canonical: Canonical, changed: set[str]) -> WaveCustomer:
         patched = ctx.wave.patch_customer(record.id, self.wave_input(ctx, canonical, changed))
         ctx.wave_keys.put_record("customers", patched)
         return patched
 
-    def wave_delete(self, ctx: Context, record: WaveRecord) -> None:
+    def wave_delete(self, ctx: Context, record: WaveCustomer) -> None:
         ctx.wave.delete_customer(record.id)
         ctx.wave_keys.forget_record("customers", record.id)
 

@@ -13,6 +13,8 @@ the pair's state, so processing any message any number of times, in any order, e
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.context import Context
 from shared.entities import creation_enabled
 from shared.errors import ConflictError, NotFoundError
@@ -30,7 +32,7 @@ from workers.writes import Outcome, Writes
 
 def sync(
     ctx: Context,
-    flow: Flow,
+    flow: Flow[Any],
     message: ChangeMessage,
     *,
     repeat: bool = False,
@@ -47,7 +49,7 @@ class PairSync:
     def __init__(
         self,
         ctx: Context,
-        flow: Flow,
+        flow: Flow[Any],
         message: ChangeMessage,
         repeat: bool,
         dependency: bool,

@@ -14,7 +14,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 CustomerpRecord = cp.Record
 WaveRecord = WaveCustomer | WaveProduct | WaveInvoice
 Record = CustomerpRecord | WaveRecord
+W = TypeVar("W", bound=WaveRecord)  # the Wave model of one flow's entity
 
 
 def api_view(record: Record) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def api_view(record: Record) -> dict[str, Any]:
     return record.model_dump(mode="json", by_alias=True)
 
 
-class Flow(ABC):
+class Flow(ABC, Generic[W]):
     definition: EntityDef
     models: dict[System, type[CustomerpRecord] | type[WaveRecord]]
 
@@ -76,26 +77,24 @@ class Flow(ABC):
     # --- the Wave side, per entity -----------------------------------------------------------------------------
 
     @abstractmethod
-    def wave_read(self, ctx: Context, wave_id: str) -> WaveRecord: ...
+    def wave_read(self, ctx: Context, wave_id: str) -> W: ...
 
     @abstractmethod
-    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> WaveRecord | None: ...
+    def wave_match(self, ctx: Context, canonical: Canonical, since: datetime | None) -> W | None: ...
 
     @abstractmethod
-    def wave_create(self, ctx: Context, canonical: Canonical) -> WaveRecord: ...
+    def wave_create(self, ctx: Context, canonical: Canonical) -> W: ...
 
     @abstractmethod
-    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveRecord: ...
+    def wave_update(self, ctx: Context, record: W, canonical: Canonical, changed: set[str]) -> W: ...
 
     @abstractmethod
-    def wave_delete(self, ctx: Context, record: WaveRecord) -> None: ...
+    def wave_delete(self, ctx: Context, record: W) -> None: ...
 
     @abstractmethod
     def customerp_match(self, ctx: Context, canonical: Canonical) -> CustomerpRecord | None: ...
 
-    def wave_match_by_keys(
-        self, ctx: Context, values: Mapping[str, str | None], same: Callable[[WaveRecord], bool]
-    ) -> WaveRecord | None:
+    def wave_match_by_keys(self, ctx: Context, values: Mapping[str, str | None], same: Callable[[W], bool]) -> W | None:
         """The Wave record holding these natural keys ({Wave field: value}) that `same` accepts, found through the
         index the Wave pollers keep (shared/natural_keys.py) and confirmed by a read. The index is brought up to
         date (within WAVESYNC_MATCH_FRESHNESS) before "none" is believed: a person may have made the record in
@@ -127,8 +126,7 @@ class Flow(ABC):
     def read(self, ctx: Context, system: System, record_id: str) -> Record:
         if system == "wave":
             return self.wave_read(ctx, record_id)
-        record: CustomerpRecord = ctx.customerp.get(self.entity, record_id)
-        return record
+        return ctx.customerp.get(self.entity, record_id)
 
     def match(self, ctx: Context, system: System, canonical: Canonical, since: datetime | None) -> Record | None:
         """An existing record on `system` that is the same real thing (natural key). `since` narrows the search to
@@ -143,8 +141,7 @@ class Flow(ABC):
         # A deterministic key: a retry after a lost response returns the record already created.
         key = f"wavesync:{self.entity}:wave:{source_id}"
         body = self.customerp_body(ctx, canonical, None)
-        created: CustomerpRecord = ctx.customerp.create(self.entity, body, idempotency_key=key)
-        return created
+        return ctx.customerp.create(self.entity, body, idempotency_key=key)
 
     def update(
         self, ctx: Context, system: System, record: Record, canonical: Canonical, changed: set[str], *, verify: bool
@@ -156,13 +153,13 @@ class Flow(ABC):
         """
         if isinstance(record, CustomerpRecord):
             body = self.customerp_body(ctx, canonical, changed)
-            updated: CustomerpRecord = ctx.customerp.update(self.entity, record.id, body, version=record.version)
-            return updated
+            return ctx.customerp.update(self.entity, record.id, body, version=record.version)
+        own = self._wave(record)
         if verify:
-            current = self.wave_read(ctx, record.id)
-            if current.modified_at != record.modified_at:
+            current = self.wave_read(ctx, own.id)
+            if current.modified_at != own.modified_at:
                 raise ConflictError(f"Wave {self.entity[:-1]} changed since it was polled", system="wave")
-        return self.wave_update(ctx, record, canonical, changed)
+        return self.wave_update(ctx, own, canonical, changed)
 
     def delete(self, ctx: Context, system: System, record: Record) -> None:
         """Delete `record`; one that is already gone (an earlier attempt whose answer was lost) counts as done."""
@@ -170,9 +167,15 @@ class Flow(ABC):
             if isinstance(record, CustomerpRecord):
                 ctx.customerp.delete(self.entity, record.id, version=record.version)
             else:
-                self.wave_delete(ctx, record)
+                self.wave_delete(ctx, self._wave(record))
         except NotFoundError:
             log.info("%s %s:%s was already deleted", self.entity, system, record.id)
+
+    def _wave(self, record: Record) -> W:
+        """`record` as this flow's Wave model: the one place the shell's system-agnostic records are narrowed."""
+        if not isinstance(record, self.models["wave"]):
+            raise TypeError(f"not a Wave {self.entity[:-1]}: {type(record).__name__}")
+        return cast(W, record)
 
 
 def prune_nulls(body: dict[str, Any]) -> dict[str, Any]:

@@ -24,12 +24,12 @@ from shared.wave.models import WaveInvoice
 from workers import customers, products
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
-from workers.flow import Flow, Record, WaveRecord
+from workers.flow import Flow, Record
 
-DEPENDENCIES: dict[Entity, Flow] = {"customers": customers.FLOW, "products": products.FLOW}
+DEPENDENCIES: dict[Entity, Flow[Any]] = {"customers": customers.FLOW, "products": products.FLOW}
 
 
-class OrderFlow(Flow):
+class OrderFlow(Flow[WaveInvoice]):
     definition = ORDERS
     models = {"customerp": Order, "wave": WaveInvoice}
 
@@ -68,13 +68,7 @@ class OrderFlow(Flow):
             return None
         if since is not None:
             return next((i for i in ctx.wave.iter_invoices(modified_after=since) if i.invoice_number == number), None)
-        found = self.wave_match_by_keys(
-            ctx,
-            {"invoiceNumber": number},
-            lambda record: isinstance(record, WaveInvoice) and record.invoice_number == number,
-        )
-        assert found is None or isinstance(found, WaveInvoice)
-        return found
+        return self.wave_match_by_keys(ctx, {"invoiceNumber": number}, lambda record: record.invoice_number == number)
 
     def customerp_match(self, ctx: Context, canonical: Canonical) -> Order | None:
         if canonical.get("number"):
@@ -86,8 +80,7 @@ class OrderFlow(Flow):
     def wave_create(self, ctx: Context, canonical: Canonical) -> WaveInvoice:
         return self._advance_status(ctx, ctx.wave.create_invoice(self.wave_input(ctx, canonical, None)), canonical)
 
-    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveInvoice:
-        assert isinstance(record, WaveInvoice)
+    def wave_update(self, ctx: Context, record: WaveInvoice, canonical: Canonical, changed: set[str]) -> WaveInvoice:
         current = mapping.wave_status(record.status, record.last_sent_at)
         wanted = canonical.get("status") or "draft"
         if "status" in changed and mapping.STATUS_RANK.get(wanted, 0) < mapping.STATUS_RANK.get(current, 0):
@@ -123,7 +116,7 @@ class OrderFlow(Flow):
             record = ctx.wave.mark_invoice_sent(record.id)
         return record
 
-    def wave_delete(self, ctx: Context, record: WaveRecord) -> None:
+    def wave_delete(self, ctx: Context, record: WaveInvoice) -> None:
         ctx.wave.delete_invoice(record.id)
         ctx.wave_keys.forget_record("orders", record.id)
 

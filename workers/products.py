@@ -17,7 +17,7 @@ from shared.natural_keys import normalise_key
 from shared.wave.models import WaveProduct
 from workers.base import SyncTask, is_repeat
 from workers.engine import sync
-from workers.flow import Flow, Record, WaveRecord
+from workers.flow import Flow, Record
 
 _income_accounts: dict[str, str] = {}
 
@@ -39,7 +39,7 @@ def income_account(ctx: Context) -> str:
     return _income_accounts[business]
 
 
-class ProductFlow(Flow):
+class ProductFlow(Flow[WaveProduct]):
     definition = PRODUCTS
     models = {"customerp": Product, "wave": WaveProduct}
 
@@ -66,16 +66,13 @@ class ProductFlow(Flow):
             products = ctx.wave.iter_products(modified_after=since, archived=None)
             return next((p for p in products if normalise_key(p.name) == normalise_key(name)), None)
 
-        def same(record: WaveRecord) -> bool:
+        def same(record: WaveProduct) -> bool:
             # An archived Wave product is history (often one deleted in Customerp): a live product of the same name
             # is a new product, not that one coming back (Wave's API cannot un-archive it).
-            assert isinstance(record, WaveProduct)
             archived_for_live = record.is_archived and not canonical.get("archived")
             return normalise_key(record.name) == normalise_key(name) and not archived_for_live
 
-        found = self.wave_match_by_keys(ctx, {"name": name}, same)
-        assert found is None or isinstance(found, WaveProduct)
-        return found
+        return self.wave_match_by_keys(ctx, {"name": name}, same)
 
     def customerp_match(self, ctx: Context, canonical: Canonical) -> Product | None:
         if canonical.get("name"):
@@ -93,8 +90,7 @@ class ProductFlow(Flow):
             record = ctx.wave.archive_product(record.id)
         return record
 
-    def wave_update(self, ctx: Context, record: WaveRecord, canonical: Canonical, changed: set[str]) -> WaveProduct:
-        assert isinstance(record, WaveProduct)
+    def wave_update(self, ctx: Context, record: WaveProduct, canonical: Canonical, changed: set[str]) -> WaveProduct:
         if "archived" in changed and not canonical.get("archived"):
             raise ForbiddenEditError(
                 f"the Wave product {record.name!r} is archived and Wave's API cannot un-archive it: restore it in "
@@ -110,9 +106,8 @@ class ProductFlow(Flow):
         ctx.wave_keys.put_record("products", record)
         return record
 
-    def wave_delete(self, ctx: Context, record: WaveRecord) -> None:
+    def wave_delete(self, ctx: Context, record: WaveProduct) -> None:
         # Wave has no productDelete: archiving is its deletion.
-        assert isinstance(record, WaveProduct)
         if not record.is_archived:
             ctx.wave.archive_product(record.id)
 

@@ -7,6 +7,8 @@ second look first. A record is the client's model; it is turned into plain data 
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.context import Context
 from shared.entities import Options
 from shared.errors import NotFoundError, PermanentError
@@ -19,7 +21,9 @@ from workers.flow import Flow, Record, api_view
 
 
 class Reader:
-    def __init__(self, ctx: Context, flow: Flow, message: ChangeMessage, create_missing: CreateMissing | None) -> None:
+    def __init__(
+        self, ctx: Context, flow: Flow[Any], message: ChangeMessage, create_missing: CreateMissing | None
+    ) -> None:
         self.ctx, self.flow, self.msg, self.create_missing = ctx, flow, message, create_missing
         self.options = Options.of(ctx.settings)
         self.links = LinkLookup(ctx.db)
@@ -32,10 +36,11 @@ class Reader:
         if reread:
             record = self.flow.read(self.ctx, msg.source, msg.source_id)
             self.fresh.add(msg.source)
+            side = self.side(msg.source, record)
         else:
             assert msg.snapshot is not None
-            record = self.flow.from_snapshot(msg.source, msg.snapshot)
-        side = self.side(msg.source, record)
+            # The snapshot is the record's API view already: validated into its model, not dumped back.
+            side = self.side(msg.source, self.flow.from_snapshot(msg.source, msg.snapshot), msg.snapshot)
         return core.Source(msg.source, msg.source_id, side.version, side, forced=msg.reread, fresh=reread)
 
     def partner(self, link: Link) -> core.Side:
@@ -53,10 +58,10 @@ class Reader:
         self.fresh.add(target)
         return self.side(target, record)
 
-    def side(self, system: System, record: Record) -> core.Side:
-        """`record` as `plan` sees it."""
+    def side(self, system: System, record: Record, view: dict[str, object] | None = None) -> core.Side:
+        """`record` as `plan` sees it; `view`: its API view, when the caller has it already."""
         self.records[system] = record
-        view = api_view(record)
+        view = api_view(record) if view is None else view
         return core.Side(
             system, record.id, record_version(system, view), modified_at(system, view), self._canonical(system, view)
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from shared import history
 from shared.context import Context
@@ -33,7 +33,7 @@ MERGE_ROUNDS = 3
 
 class Writes:
     def __init__(
-        self, ctx: Context, flow: Flow, message: ChangeMessage, read: Reader, creates: Creates, policy: core.Policy
+        self, ctx: Context, flow: Flow[Any], message: ChangeMessage, read: Reader, creates: Creates, policy: core.Policy
     ) -> None:
         self.ctx, self.flow, self.msg, self.read, self.creates, self.policy = ctx, flow, message, read, creates, policy
         self.source: System = message.source

@@ -39,7 +39,7 @@ from workers.flow import Flow
 from workers.orders import OrderFlow
 from workers.products import ProductFlow
 
-FLOWS: dict[str, Flow] = {"customers": CustomerFlow(), "products": ProductFlow(), "orders": OrderFlow()}
+FLOWS: dict[str, Flow[Any]] = {"customers": CustomerFlow(), "products": ProductFlow(), "orders": OrderFlow()}
 
 # --- generated Customerp records, valid for Customerp ------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class Systems:
         return model.model_validate(entry.render()).model_dump(mode="json")
 
     # Wave: what the flow would send on create, stored and rendered by Wave, read through the client's model.
-    def wave(self, entity: str, flow: Flow, canonical: dict[str, Any]) -> dict[str, Any]:
+    def wave(self, entity: str, flow: Flow[Any], canonical: dict[str, Any]) -> dict[str, Any]:
         store_, render = self.sandbox.store, self.sandbox.render
         data = {**flow.wave_input(self.ctx, canonical, None), "businessId": SANDBOX_BUSINESS_ID}
         if entity == "customers":
