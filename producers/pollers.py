@@ -212,6 +212,7 @@ class Poller:
         if self.system == "wave":
             # Wave's natural keys (emails, displayIds, names, invoice numbers): the workers match on them for free.
             ctx.wave_keys.put_records(self.entity, records)
+        changed: dict[str, ChangeMessage] = {}
         for record in records:
             message = self._message(record, linked.get(str(record["id"])))
             if message is None:
@@ -220,13 +221,19 @@ class Poller:
                 continue  # already failed at this version: it waits in the dead-letter queue for a fix or replay
             if done.get(message.source_id, "") >= message.version:
                 continue  # already handled without a link (e.g. creation switched off)
-            if not ctx.coordinator.mark_pending(self.entity, self.system, message.source_id, message.version):
-                self.stats.coalesced += 1
-                metrics.COALESCED.labels(self.system, self.entity).inc()
-                continue
-            enqueue(message)
-            self.stats.enqueued += 1
-            metrics.ENQUEUED.labels(self.system, self.entity).inc()
+            changed[message.source_id] = message
+        # Marked pending for the whole page at once; should sending fail half way, the marked records that were not
+        # sent are sent again by `_resend_lost` once their marker is older than the message lease.
+        fresh = ctx.coordinator.mark_pending(self.entity, self.system, {i: m.version for i, m in changed.items()})
+        for record_id in fresh:
+            enqueue(changed[record_id])
+        coalesced = len(changed) - len(fresh)
+        self.stats.enqueued += len(fresh)
+        self.stats.coalesced += coalesced
+        if coalesced:
+            metrics.COALESCED.labels(self.system, self.entity).inc(coalesced)
+        if fresh:
+            metrics.ENQUEUED.labels(self.system, self.entity).inc(len(fresh))
         # The page's messages are in Redis: only now may the watermark pass them.
         newest = max(self._timestamp(r) for r in records)
         with ctx.db.session() as session:

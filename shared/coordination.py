@@ -40,18 +40,57 @@ return 0
 """
 
 
+# KEYS[1] a record lock, KEYS[2] (optional) a record's pending marker; ARGV token, lease (ms). Takes the lock as
+# redis-py's Lock does (SET NX PX) and, only when it got it, the marker, in one round trip: a sync starts with both.
+# Returns false when the lock is held, otherwise {1, the marker's version or false}.
+_TAKE_LOCK = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+if KEYS[2] then
+  return {1, redis.call('GETDEL', KEYS[2])}
+end
+return {1, false}
+"""
+
+
+class _RecordLock(redis.lock.Lock):
+    """redis-py's Lock (released, extended and renewed as usual) whose taking also takes a pending marker."""
+
+    def __init__(
+        self, client: redis.Redis, name: str, pending: str | None, take: redis.commands.core.Script, wait: float
+    ) -> None:
+        super().__init__(client, name, timeout=leases.LOCK_LEASE_S, blocking_timeout=wait, thread_local=False)
+        self.pending, self._take = pending, take
+        self.newest_seen: str | None = None
+
+    def do_acquire(self, token: str | bytes) -> bool:
+        script_keys = [self.name] if self.pending is None else [self.name, self.pending]
+        taken = self._take(keys=script_keys, args=[token, int(leases.LOCK_LEASE_S * 1000)])
+        if not taken:
+            return False
+        seen = taken[1]
+        self.newest_seen = seen.decode() if isinstance(seen, bytes) else None
+        return True
+
+
 class Coordinator:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._mark_pending = client.register_script(_MARK_PENDING)
+        self._take_lock = client.register_script(_TAKE_LOCK)
 
-    def mark_pending(self, entity: Entity, system: str, record_id: str, version: str) -> bool:
-        """True when the caller should enqueue; False when a queued message already covers the record.
+    def mark_pending(self, entity: Entity, system: str, versions: Mapping[str, str]) -> list[str]:
+        """The ids among `versions` ({record id: version}, a poll page's changes) that the caller should enqueue; a
+        record already covered by a queued message is not among them (it re-reads the newer version). One round trip.
 
         Versions are compared as strings: callers pass zero-padded integers or fixed-format timestamps.
         """
-        key = keys.pending_key(entity, system, record_id)
-        return bool(self._mark_pending(keys=[key], args=[version, PENDING_TTL_S]))
+        pipe = self.redis.pipeline(transaction=False)
+        for record_id, version in versions.items():
+            key = keys.pending_key(entity, system, record_id)
+            self._mark_pending(keys=[key], args=[version, PENDING_TTL_S], client=pipe)
+        return [record_id for record_id, fresh in zip(versions, pipe.execute(), strict=True) if fresh]
 
     def pending_older_than(self, entity: Entity, system: str, seconds: float) -> dict[str, str]:
         """{record id: version} of the records marked pending at least `seconds` ago."""
@@ -75,12 +114,6 @@ class Coordinator:
         """Mark the record pending anew (its message was just sent again)."""
         self.redis.set(keys.pending_key(entity, system, record_id), version, ex=PENDING_TTL_S)
 
-    def take_pending(self, entity: Entity, system: str, record_id: str) -> str | None:
-        """Called when a worker starts a record: later changes will enqueue anew. Returns the newest version
-        seen while the message waited, if any."""
-        value = self.redis.getdel(keys.pending_key(entity, system, record_id))
-        return value.decode() if isinstance(value, bytes) else None
-
     def mark_done(self, entity: Entity, system: str, record_id: str, version: str) -> None:
         """Remember the newest version a worker finished, so an overlapping poll does not enqueue it again
         (linked records have their link for that; this covers records that stayed unlinked, e.g. skipped)."""
@@ -94,12 +127,19 @@ class Coordinator:
         return {i: v.decode() for i, v in zip(record_ids, values, strict=True) if isinstance(v, bytes)}
 
     @contextmanager
-    def record_lock(self, entity: Entity, system: str, record_id: str, *, wait: float) -> Iterator[None]:
+    def record_lock(
+        self, entity: Entity, system: str, record_id: str, *, wait: float, pending_of: tuple[str, str] | None = None
+    ) -> Iterator[str | None]:
         """Hold the record's lock as a lease: this process renews it while it works (shared/leases.py), so a long
-        sync keeps it, and a worker killed mid-sync frees it within `LOCK_LEASE_S`."""
+        sync keeps it, and a worker killed mid-sync frees it within `LOCK_LEASE_S`.
+
+        `pending_of` (a message's record: system, id): taking the lock also takes that record's pending marker, in
+        the same round trip, so later changes enqueue anew. Yields the newest version a poll saw while the message
+        waited, if any."""
         key = keys.record_lock_key(entity, system, record_id)
+        pending = keys.pending_key(entity, *pending_of) if pending_of else None
         # Not thread-local: the process's lease thread renews it with the token this thread took it with.
-        lock = self.redis.lock(key, timeout=leases.LOCK_LEASE_S, blocking_timeout=wait, thread_local=False)
+        lock = _RecordLock(self.redis, key, pending, self._take_lock, wait)
         if not lock.acquire():
             # Its holder renews it while it works; a dead holder's lapses when its lease runs out: look again then.
             lapses_in = max(0, int(self.redis.pttl(key))) / 1000
@@ -110,7 +150,7 @@ class Coordinator:
             )
         leases.KEEPER.hold(lock)
         try:
-            yield
+            yield lock.newest_seen
         finally:
             leases.KEEPER.release(lock)
             # It may have lapsed in a long stall; the link's row version still guards the write.

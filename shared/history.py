@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import current_task
-from sqlalchemy import String, Table, cast, delete, func, insert, or_, select
+from sqlalchemy import String, cast, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from shared import keys
@@ -23,7 +23,7 @@ from shared.messages import ChangeMessage
 from shared.settings import ENTITIES, Settings
 from shared.store import link_state
 from shared.store.db import Database
-from shared.store.models import DeadLetter, HistoryEntry, Link
+from shared.store.models import DeadLetter, HistoryEntry, Link, table_of
 from shared.versions import utcnow
 
 # What a row says happened. "merged" carries the direction of each field; a conflict names its policy.
@@ -278,15 +278,9 @@ def row(decision: Decision, link: Link | None = None) -> dict[str, Any]:
     return values
 
 
-def _table_of(model: type[HistoryEntry]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
 # One Core INSERT, compiled once: the ORM's insert().values() path rebuilds and re-inspects the statement per call,
 # which was half the history's CPU per synced record (the bench's history scenario).
-_INSERT = insert(_table_of(HistoryEntry))
+_INSERT = insert(table_of(HistoryEntry))
 
 
 def record(session: Session, decision: Decision | None, link: Link | None = None) -> None:

@@ -136,7 +136,10 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """A response's Retry-After in seconds. An HTTP-date is read against the server's own `Date` header when it
     sent one, so the skew of our clock does not count."""
-    return parse_retry_after(headers.get("retry-after"), _http_date(headers.get("date") or ""))
+    value = headers.get("retry-after")
+    if value is None:
+        return None  # most answers: no need to parse their Date
+    return parse_retry_after(value, _http_date(headers.get("date") or ""))
 
 
 def _http_date(text: str) -> datetime | None:

@@ -53,8 +53,6 @@ def save(
     settled too (a pair just made but not merged yet leaves them for the save that settles it)."""
     try:
         with ctx.db.session() as session:
-            if link is not None:
-                session.add(link)  # as loaded: its row version fences the UPDATE, no SELECT first
             ids = {s: sides[s].id if s in sides else (link.own_id(s) if link else "") for s in ("customerp", "wave")}
             versions = {
                 s: sides[s].version if s in sides else (link.version_of(s) if link else "")

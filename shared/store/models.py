@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.store import link_state
@@ -15,6 +15,13 @@ from shared.versions import utcnow
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's table, typed as one: for the Core statements a hot path builds once."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class Link(Base):

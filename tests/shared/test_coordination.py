@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from shared.coordination import Coordinator, CreateIntent
+from shared.errors import MustWaitError
 from tests.workers.conftest import clean_redis
 from wavesync.embedded import EmbeddedRedis
 
@@ -53,3 +54,24 @@ def test_unfinished_creations_into_a_system_are_listed_until_they_end_or_grow_ol
 def test_an_intent_written_by_an_older_version_is_a_bare_timestamp() -> None:
     intent = CreateIntent.parse(b"c1", NOW.isoformat().encode())
     assert (intent.source_id, intent.started, intent.sent) == ("c1", NOW, None)
+
+
+def test_a_poll_page_marks_each_record_pending_once_and_remembers_the_newest_version(coordinator: Coordinator) -> None:
+    assert coordinator.mark_pending("customers", "customerp", {"c1": "0001", "c2": "0001"}) == ["c1", "c2"]
+    # Already queued: not sent again, but the queued message learns that a newer version was seen.
+    assert coordinator.mark_pending("customers", "customerp", {"c1": "0003", "c2": "0001", "c3": "0001"}) == ["c3"]
+    with coordinator.record_lock("customers", "customerp", "c1", wait=0, pending_of=("customerp", "c1")) as seen:
+        assert seen == "0003"
+    # Taken with the lock: the record's next change is sent anew.
+    assert coordinator.mark_pending("customers", "customerp", {"c1": "0004"}) == ["c1"]
+
+
+def test_a_lock_held_elsewhere_leaves_the_pending_marker_to_the_sync_that_gets_it(coordinator: Coordinator) -> None:
+    coordinator.mark_pending("orders", "wave", {"w1": "2026-01-01T00:00:01.000Z"})
+    # A Wave invoice's message locks its pair (by the Customerp order's id) and takes its own marker.
+    with coordinator.record_lock("orders", "customerp", "o1", wait=0):  # another worker syncs the pair
+        attempt = coordinator.record_lock("orders", "customerp", "o1", wait=0, pending_of=("wave", "w1"))
+        with pytest.raises(MustWaitError), attempt:
+            pass
+    with coordinator.record_lock("orders", "customerp", "o1", wait=0, pending_of=("wave", "w1")) as seen:
+        assert seen == "2026-01-01T00:00:01.000Z"  # left in place by the attempt that did not get the lock
