@@ -40,6 +40,17 @@ return 0
 """
 
 
+# KEYS[1] the intents of one entity into one system, ARGV record id, intent, TTL (s). Records the intent unless one is
+# there already, and returns that one (nil: recorded). One script: this runs before every create.
+_BEGIN_CREATE = """
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+if not previous then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return previous
+"""
+
 # KEYS[1] a record lock, KEYS[2] (optional) a record's pending marker; ARGV token, lease (ms). Takes the lock as
 # redis-py's Lock does (SET NX PX) and, only when it got it, the marker, in one round trip: a sync starts with both.
 # Returns false when the lock is held, otherwise {1, the marker's version or false}.
@@ -79,6 +90,7 @@ class Coordinator:
         self.redis = client
         self._mark_pending = client.register_script(_MARK_PENDING)
         self._take_lock = client.register_script(_TAKE_LOCK)
+        self._begin_create = client.register_script(_BEGIN_CREATE)
 
     def mark_pending(self, entity: Entity, system: str, versions: Mapping[str, str]) -> list[str]:
         """The ids among `versions` ({record id: version}, a poll page's changes) that the caller should enqueue; a
@@ -179,16 +191,8 @@ class Coordinator:
         """
         key = keys.creating_key(entity, target)
         value = json.dumps({"started_at": started_at, "sent": sent, "owner": leases.process_id()}, sort_keys=True)
-        pipe = self.redis.pipeline(transaction=False)  # one round trip: this runs before every create
-        pipe.hsetnx(key, source_id, value)
-        pipe.hget(key, source_id)
-        pipe.expire(key, CREATE_INTENT_TTL_S)
-        created, previous, _ = pipe.execute()
-        if created:
-            return None
-        if previous is None:  # finished meanwhile: start afresh
-            return self.begin_create(entity, target, source_id, started_at, sent)
-        return CreateIntent.parse(source_id, previous)
+        previous = self._begin_create(keys=[key], args=[source_id, value, CREATE_INTENT_TTL_S])
+        return None if previous is None else CreateIntent.parse(source_id, previous)
 
     def create_intent(self, entity: Entity, target: str, source_id: str) -> CreateIntent | None:
         """The unfinished creation of `source_id`'s partner in `target`, if one was begun."""
