@@ -11,8 +11,9 @@ from shared.settings import ENTITIES, Entity
 PREFIX = "wavesync"
 
 # One Celery queue per entity, so each flow scales with its own workers; `control` carries pollers,
-# reconcile and replay so that a backlog of records never delays the next poll.
-QUEUES: tuple[str, ...] = (*ENTITIES, "control")
+# reconcile and replay so that a backlog of records never delays the next poll. A worker on several queues takes
+# them in this order (shared/celery_app.py): control first, then each entity before those that refer to it.
+QUEUES: tuple[str, ...] = ("control", *ENTITIES)
 CONTROL_QUEUE = "control"
 
 # Stable task names: renaming a module must never orphan messages already in Redis.

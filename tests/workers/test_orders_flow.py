@@ -235,3 +235,32 @@ def test_free_text_lines_use_the_fallback_product_and_settle_without_drift(syste
     system.settle()
     order = next(o for o in orders(system) if o["order_number"] == "FREE-1")
     assert (order["lines"][1]["product_id"], order["lines"][1]["description"]) == (None, "Free text, edited in Wave")
+
+
+def test_one_worker_on_every_queue_takes_customers_and_products_before_the_orders_that_need_them(
+    system: System,
+) -> None:
+    """A worker consuming every queue takes them in priority order (control, customers, products, orders): in a
+    backfill an order finds its customer already linked, instead of syncing it inline with one more Customerp read
+    (and the customer's own message then finding nothing to do)."""
+    from producers.pollers import Poller
+
+    system.stop_worker()
+    system.boxes.cp("POST", "seed", {"customers": 4, "products": 1, "orders": 0, "seed": 41})
+    cp = system.boxes.snapshot("customerp")
+    product = cp["products"][0]["id"]
+    for n, customer in enumerate(reversed(cp["customers"])):  # the first order needs the last customer queued
+        line = {"product_id": product, "quantity": "1", "unit_price": "10"}
+        body = {"customer_id": customer["id"], "order_number": f"SO-{n}", "order_date": "2026-11-20", "lines": [line]}
+        system.boxes.cp("POST", "orders", body)
+    for entity in ("customers", "products", "orders"):
+        Poller(system.ctx, "wave", entity).run()  # Wave is empty: its index is complete
+    for entity in ("orders", "customers", "products"):  # every order is queued before any customer
+        assert Poller(system.ctx, "customerp", entity).run().enqueued >= 1
+    system.boxes.http.delete(f"{system.boxes.customerp.url}/_admin/counters").raise_for_status()
+
+    system.start_worker(concurrency=1)  # one message at a time: the order they are taken in is the order synced
+    system.wait_idle()
+    assert len(invoices(system)) == 4
+    reads = {name: count for name, count in system.boxes.counters("customerp").items() if name.endswith(".get")}
+    assert reads == {}, f"an order synced a dependency inline: {reads}"
