@@ -70,7 +70,7 @@ class PairSync:
         # not linked yet is locked by its own id. The lock is a lease this process renews while it works (a dead
         # worker's lapses within seconds); a busy pair is retried later rather than holding a thread.
         lock_on = (self.source, msg.source_id) if self.source == "customerp" else self._lock_on(self._load())
-        pending_of = (msg.source, msg.source_id)  # the newest version a poll saw while the message waited
+        pending_of = (msg.source, msg.source_id)  # its marker: the newest version a poll saw while it waited
         with ctx.coordinator.record_lock(msg.entity, *lock_on, wait=2, pending_of=pending_of) as newest_seen:
             reread = msg.reread or msg.snapshot is None or self.repeat or is_older(msg.version, newest_seen or "")
             link = self._load()

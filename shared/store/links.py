@@ -26,6 +26,8 @@ _FIND_LINK = {
     for system, column in (("customerp", Link.customerp_id), ("wave", Link.wave_id))
 }
 _INSERT_LINK = insert(_LINKS)
+# The one column whose mapped attribute has another name: `Link.state` is the typed view of it.
+_ATTRIBUTE = {"state": "state_document"}
 _SAVED = ("customerp_id", "wave_id", "state", "customerp_version", "wave_version", "synced_at")
 _UPDATE_LINK = (
     update(_LINKS)
@@ -109,7 +111,7 @@ def save_link(
     if link is None:
         created = {"entity": entity, "created_at": values["synced_at"], "row_version": 1, **values}
         (key,) = connection.execute(_INSERT_LINK, created).inserted_primary_key or (None,)
-        saved = Link(id=key, **{("state_document" if k == "state" else k): v for k, v in created.items()})
+        saved = Link(id=key, **{_ATTRIBUTE.get(k, k): v for k, v in created.items()})
         make_transient_to_detached(saved)  # as if loaded: a later update of it is fenced by its row version
         return saved
     params = {f"b_{name}": value for name, value in values.items()}
@@ -117,7 +119,7 @@ def save_link(
     if result.rowcount != 1:
         raise StaleDataError(f"link {link.id} was updated or deleted since it was loaded")
     for name, value in values.items():
-        set_committed_value(link, "state_document" if name == "state" else name, value)
+        set_committed_value(link, _ATTRIBUTE.get(name, name), value)
     set_committed_value(link, "row_version", link.row_version + 1)
     return link
 
