@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,9 @@ from workers.engine import sync
 from workers.flow import Flow, Record
 
 _income_accounts: dict[str, str] = {}
+# One thread looks the account up while the others wait for its answer: without it, every thread's first product
+# create of a worker's life listed the accounts itself.
+_income_accounts_lookup = threading.Lock()
 
 
 def income_account(ctx: Context) -> str:
@@ -28,7 +32,9 @@ def income_account(ctx: Context) -> str:
     if configured:
         return configured
     business = ctx.settings.wave_business_id
-    if business not in _income_accounts:
+    with _income_accounts_lookup:
+        if business in _income_accounts:
+            return _income_accounts[business]
         accounts = ctx.wave.list_accounts(["INCOME"])
         if not accounts:
             raise PermanentError(
@@ -36,7 +42,7 @@ def income_account(ctx: Context) -> str:
                 system="wave",
             )
         _income_accounts[business] = accounts[0].id
-    return _income_accounts[business]
+        return _income_accounts[business]
 
 
 class ProductFlow(Flow[WaveProduct]):

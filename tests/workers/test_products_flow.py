@@ -39,6 +39,14 @@ def test_products_are_created_both_ways_and_prices_round_like_wave(system: Syste
     assert system.dead_letters() == []
 
 
+def test_a_worker_s_threads_creating_products_at_once_look_the_income_account_up_once(system: System) -> None:
+    system.boxes.cp("POST", "seed", {"customers": 0, "products": 8, "orders": 0, "seed": 3})
+    system.boxes.faults("wave", latency_ms=150)  # so that the four threads' first creates overlap
+    system.settle()
+    assert len(products(system, "wave")) == 8
+    assert system.boxes.counters("wave").get("business.accounts") == 1
+
+
 def test_archiving_in_customerp_archives_in_wave_and_unarchiving_is_a_dead_letter(system: System) -> None:
     created = system.boxes.cp("POST", "products", {"name": "Old model", "unit_price": "10", "currency": "USD"})
     system.settle()
