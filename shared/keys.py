@@ -63,6 +63,11 @@ def wave_index_complete_key() -> str:
     return f"{PREFIX}:index:wave:complete"
 
 
+def wave_index_listed_key() -> str:
+    """Sorted set: entity -> Wave's modifiedAt (epoch seconds) of the newest record a listing into its index read."""
+    return f"{PREFIX}:index:wave:listed"
+
+
 def wave_index_lock_key(entity: Entity) -> str:
     """Held while one process lists Wave's recent changes of an entity into the index."""
     return f"{PREFIX}:lock:index:wave:{entity}"

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from producers.pollers import Poller
-from shared.natural_keys import REFRESH_AHEAD, WaveKeys
+from shared.natural_keys import LATE_WRITE_S, REFRESH_AHEAD, WaveKeys
 from shared.settings import Entity, Settings
 from tests.harness import Sandboxes, System
 from tests.workers.conftest import boxes, clean_redis, fresh_system
@@ -105,6 +105,29 @@ def test_a_customer_a_person_creates_after_the_last_poll_is_found_once_the_fresh
     assert keys.lookup("customers", {"email": "WALK-IN@example.com"}, wave.ctx.wave) == [person.id]
     assert keys.candidates("customers", {"displayId": "w-7"}) == [person.id]
     assert listings(wave, "customers") == lists + 1
+
+
+def test_a_listing_reads_from_the_newest_record_the_last_listing_read_not_a_poll_overlap_before_it(
+    wave: System,
+) -> None:
+    """In a backfill the index is listed every second or two while the workers create records: a listing starting
+    `poll_overlap` (5 s) before the last one would read every create several times over."""
+    poll_wave(wave, "customers")
+    keys = index(wave)
+    for n in range(12):  # more than two pages (the fixture's page size is 5)
+        wave.ctx.wave.create_customer({"name": f"Early {n}", "email": f"early-{n}@example.com"})
+    time.sleep(LATE_WRITE_S + 0.05)
+    wave.ctx.wave.create_customer({"name": "Marker", "email": "marker@example.com"})
+    wait_past_freshness(keys, "customers")
+    lists = listings(wave, "customers")
+    assert keys.ensure_fresh("customers", wave.ctx.wave) is True
+    assert listings(wave, "customers") - lists == 3  # a poll_overlap before the poll: all thirteen
+
+    person = wave.ctx.wave.create_customer({"name": "Later", "email": "later@example.com"})
+    wait_past_freshness(keys, "customers")
+    lists = listings(wave, "customers")
+    assert keys.lookup("customers", {"email": "later@example.com"}, wave.ctx.wave) == [person.id]
+    assert listings(wave, "customers") - lists == 1  # one page: the marker and the new record, not the twelve
 
 
 def test_products_and_invoices_created_in_wave_after_the_poll_are_found_the_same_way(wave: System) -> None:
