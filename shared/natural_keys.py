@@ -6,8 +6,9 @@ see every Wave record and keep this index current for free; a worker puts what i
 deletes (a record it creates is linked at once: no match could take it, and the next poll indexes it). The index
 is only complete up to the last poll, so before a worker concludes "no Wave record has this key, create one" it
 calls `ensure_fresh`: if the index is not complete as of `match_freshness` seconds ago, one process lists what
-changed in Wave since it was (shared by every worker waiting on the same entity). A record a person creates in
-Wave can therefore go unseen only within that window, not a whole poll interval.
+changed in Wave since it was (shared by every worker waiting on the same entity), and a create late in that window
+lists ahead of time so that creates which keep coming never wait for one. A record a person creates in Wave can
+therefore go unseen only within that window, not a whole poll interval.
 
 Keys are compared case-insensitively and without surrounding or repeated spaces (`normalise_key`). Several Wave
 records may share a key (two customers with one email): the index keeps them all.

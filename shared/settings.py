@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     # record in Wave it makes sure the index has been brought up to date within this many seconds (one listing of
     # what changed, shared by every worker). This bounds the window in which a record a person just created in
     # Wave goes unseen and is created a second time: from a poll interval down to this, at about one Wave call per
-    # this many seconds during a backfill instead of one search per created record.
+    # three quarters of this many seconds during a backfill (creates list ahead of time) instead of one search per
+    # created record.
     match_freshness: PositiveSeconds = Field(
         2.0, description="Seconds a Wave record created by a person may go unseen before a create (a duplicate)."
     )
