@@ -17,6 +17,7 @@ records may share a key (two customers with one email): the index keeps them all
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
@@ -25,13 +26,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from pydantic import BaseModel
+from pydantic.alias_generators import to_snake
 
 from shared import keys
+from shared.errors import RetryableError
 from shared.settings import Entity, Settings
 from shared.versions import normalise_timestamp
 from shared.wave.client import WaveClient
-from shared.wave.models import Page, WaveNode
+from shared.wave.models import Page, WaveCustomer, WaveInvoice, WaveProduct
+
+log = logging.getLogger(__name__)
+
+Indexed = WaveCustomer | WaveProduct | WaveInvoice
 
 # The Wave fields (as the API names them) each entity is matched on.
 KEY_FIELDS: dict[Entity, tuple[str, ...]] = {
@@ -39,16 +45,14 @@ KEY_FIELDS: dict[Entity, tuple[str, ...]] = {
     "products": ("name",),
     "orders": ("invoiceNumber",),
 }
-# Each of those fields' attribute on the clients' models.
-_ATTRIBUTE = {"email": "email", "displayId": "display_id", "name": "name", "invoiceNumber": "invoice_number"}
 # A forgotten (deleted) record's version: sorts after every timestamp, so no earlier read can bring it back.
 _TOMBSTONE = "~"
 # Sorted set: entity -> epoch seconds as of which its index holds every Wave record (ZADD GT: it only moves on).
 _COMPLETE_KEY = keys.wave_index_complete_key()
-# Sorted set: entity -> the newest modifiedAt (Wave's clock, epoch seconds) a listing read.
+# Sorted set: entity -> the newest modifiedAt (Wave's clock, epoch seconds) on the first page the last listing read.
 _LISTED_KEY = keys.wave_index_listed_key()
-# A listing starts this long before the newest modifiedAt the last one read: for a write Wave stamped before it
-# became visible (still committing while that listing read). Records sharing a timestamp are read again anyway.
+# How long after Wave stamps a write it may still be invisible to a listing (a transaction still committing); a
+# listing starts this long before what the last one read (`_listing_start`).
 LATE_WRITE_S = 1.0
 # How long a process waits for another's listing before it lists itself (see `ensure_fresh`).
 LISTING_WAIT_S = 3.0
@@ -137,7 +141,7 @@ class WaveKeys:
         if age > freshness:
             self.ensure_fresh(entity, wave)
             return self.candidates(entity, values)
-        if age > freshness * REFRESH_AHEAD and self._list_unless_listing(entity, wave, as_of):
+        if age > freshness * REFRESH_AHEAD and self._list_unless_listing(entity, wave, as_of or 0.0):
             return self.candidates(entity, values)
         return found
 
@@ -165,24 +169,24 @@ class WaveKeys:
 
     # --- keeping it current -----------------------------------------------------------------------------------
 
-    def put_records(self, entity: Entity, records: Iterable[Mapping[str, Any] | WaveNode]) -> None:
-        """Index Wave records as read or written (API field names, e.g. `model_dump(mode="json", by_alias=True)`;
+    def put_records(self, entity: Entity, records: Iterable[Mapping[str, Any] | Indexed]) -> None:
+        """Index Wave records as read or written (a client's models, or API field names as the pollers read them;
         products archived or not). One round trip for any number of records."""
         args: list[str] = []
         for item in records:
-            if isinstance(item, BaseModel):
-                # Read off the model: dumping every field of a listing's records to pick three cost most of its CPU.
-                wave_id, modified = item.id, getattr(item, "modified_at")  # noqa: B009 - not every WaveNode has it
-                values = {name: getattr(item, _ATTRIBUTE[name]) for name in KEY_FIELDS[entity]}
-            else:
+            if isinstance(item, Mapping):
                 wave_id, modified = item["id"], item["modifiedAt"]
                 values = {name: item.get(name) for name in KEY_FIELDS[entity]}
+            else:
+                # Read off the model: dumping every field of a listing's records to pick three cost most of its CPU.
+                wave_id, modified = item.id, item.modified_at
+                values = {name: getattr(item, to_snake(name)) for name in KEY_FIELDS[entity]}
             fields = [_field(entity, name, value) for name, value in values.items() if _has(value)]
             args += [str(wave_id), normalise_timestamp(modified), json.dumps(fields)]
         if args:
             self._put(keys=_put_keys(entity), args=args)
 
-    def put_record(self, entity: Entity, record: Mapping[str, Any] | WaveNode) -> None:
+    def put_record(self, entity: Entity, record: Mapping[str, Any] | Indexed) -> None:
         self.put_records(entity, [record])
 
     def forget_record(self, entity: Entity, wave_id: str) -> None:
@@ -218,13 +222,21 @@ class WaveKeys:
                     self._end_listing(entity, token)
             time.sleep(_WAIT_STEP_S)
 
-    def _list_unless_listing(self, entity: Entity, wave: WaveClient, as_of: float | None) -> bool:
-        """List what changed since `as_of` unless another process is listing already; True when this one listed."""
+    def _list_unless_listing(self, entity: Entity, wave: WaveClient, older_than: float) -> bool:
+        """List what changed unless another process is listing, or has listed since the index was complete as of
+        `older_than` (epoch seconds); True when this one listed. The index is still fresh enough for the caller:
+        a listing that fails is left to the next create rather than failing this one."""
         token = self._take_listing(entity)
         if token is None:
             return False
         try:
+            as_of = self.complete_as_of(entity)
+            if as_of is not None and as_of > older_than:
+                return False  # a listing ended between the caller's look and this lock
             self._refresh(entity, wave, as_of)
+        except RetryableError as exc:
+            log.info("listing Wave %s ahead of time failed (the next create tries again): %s", entity, exc)
+            return False
         finally:
             self._end_listing(entity, token)
         return True
@@ -243,22 +255,30 @@ class WaveKeys:
 
     def _refresh(self, entity: Entity, wave: WaveClient, as_of: float | None) -> None:
         started = time.time()
-        newest: datetime | None = None
+        first_page_newest: datetime | None = None
         for page in _changed_pages(entity, wave, self._listing_start(entity, as_of)):
             self.put_records(entity, page.items)
-            stamps = [item.modified_at for item in page.items] + ([newest] if newest else [])
-            newest = max(stamps, default=None)
+            if first_page_newest is None and page.items:
+                first_page_newest = page.items[-1].modified_at  # a page holds the oldest changes first
+        # `mark_complete`, and where the next listing starts, in one round trip. The start is set, not raised: a
+        # later listing whose first page ends earlier must be read again from there (see `_listing_start`).
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(_COMPLETE_KEY, {entity: started}, gt=True)
-        if newest is not None:
-            pipe.zadd(_LISTED_KEY, {entity: newest.timestamp()}, gt=True)
+        if first_page_newest is not None:
+            pipe.zadd(_LISTED_KEY, {entity: first_page_newest.timestamp()})
         pipe.execute()
 
     def _listing_start(self, entity: Entity, as_of: float | None) -> datetime | None:
-        """What a listing reads after: `LATE_WRITE_S` before the newest record the last listing read, on Wave's own
-        clock; or, when no listing has run since (the pollers made the index complete), `poll_overlap` before it
-        was complete, on this host's clock (the overlap covers the skew). The later of the two when both are known:
-        each alone misses nothing. In a backfill the first one rereads ~1 s of creates instead of ~7."""
+        """What a listing reads after.
+
+        Wave stamps a write before it becomes visible. A write stamped before the newest record of a page a listing
+        read, but not visible yet when that page was read, is missed by that listing; it is newer than that page's
+        newest record less the time a write takes to become visible (`LATE_WRITE_S`), and the first page's newest
+        record is the oldest of those. So the next listing starts `LATE_WRITE_S` before the newest record of the last
+        listing's first page, on Wave's own clock, or `poll_overlap` before the index was complete as of, on this
+        host's clock (the overlap covers the skew and late writes, as the pollers' does), whichever is later: each
+        alone misses nothing. The second is all there is before the first listing (the pollers made the index
+        complete). During a backfill a listing then rereads about a second of creates instead of five and more."""
         if as_of is None:
             return None  # never complete: read everything
         start = as_of - self.settings.poll_overlap

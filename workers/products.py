@@ -22,7 +22,8 @@ from workers.flow import Flow, Record
 
 _income_accounts: dict[str, str] = {}
 # One thread looks the account up while the others wait for its answer: without it, every thread's first product
-# create of a worker's life listed the accounts itself.
+# create of a worker's life listed the accounts itself. While Wave fails, the waiting threads then try one after
+# another, each up to an HTTP timeout; their creates could not have gone through meanwhile anyway.
 _income_accounts_lookup = threading.Lock()
 
 
