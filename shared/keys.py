@@ -64,7 +64,8 @@ def wave_index_complete_key() -> str:
 
 
 def wave_index_listed_key() -> str:
-    """Sorted set: entity -> Wave's modifiedAt (epoch seconds) of the newest record a listing into its index read."""
+    """Sorted set: entity -> Wave's modifiedAt (epoch seconds) of the newest record on the first page the last listing
+    into its index read (where the next listing starts, less a margin)."""
     return f"{PREFIX}:index:wave:listed"
 
 

@@ -45,6 +45,8 @@ KEY_FIELDS: dict[Entity, tuple[str, ...]] = {
     "products": ("name",),
     "orders": ("invoiceNumber",),
 }
+# Each of those fields with its attribute on the clients' models (which alias snake_case attributes to camelCase).
+_ATTRIBUTES = {entity: [(name, to_snake(name)) for name in fields] for entity, fields in KEY_FIELDS.items()}
 # A forgotten (deleted) record's version: sorts after every timestamp, so no earlier read can bring it back.
 _TOMBSTONE = "~"
 # Sorted set: entity -> epoch seconds as of which its index holds every Wave record (ZADD GT: it only moves on).
@@ -141,7 +143,8 @@ class WaveKeys:
         if age > freshness:
             self.ensure_fresh(entity, wave)
             return self.candidates(entity, values)
-        if age > freshness * REFRESH_AHEAD and self._list_unless_listing(entity, wave, as_of or 0.0):
+        ahead = freshness * REFRESH_AHEAD
+        if age > ahead and self._list_unless_listing(entity, wave, stale_before=time.time() - ahead):
             return self.candidates(entity, values)
         return found
 
@@ -180,7 +183,7 @@ class WaveKeys:
             else:
                 # Read off the model: dumping every field of a listing's records to pick three cost most of its CPU.
                 wave_id, modified = item.id, item.modified_at
-                values = {name: getattr(item, to_snake(name)) for name in KEY_FIELDS[entity]}
+                values = {name: getattr(item, attribute) for name, attribute in _ATTRIBUTES[entity]}
             fields = [_field(entity, name, value) for name, value in values.items() if _has(value)]
             args += [str(wave_id), normalise_timestamp(modified), json.dumps(fields)]
         if args:
@@ -212,34 +215,32 @@ class WaveKeys:
                 return False
             token = self._take_listing(entity)
             if token is not None or time.monotonic() > deadline:
-                try:
-                    as_of = self.complete_as_of(entity)  # a listing may have ended since the first look
-                    if as_of is not None and as_of >= needed:
-                        return False
-                    self._refresh(entity, wave, as_of)
-                    return True
-                finally:
-                    self._end_listing(entity, token)
+                return self._list_if_stale(entity, wave, token, stale_before=needed)
             time.sleep(_WAIT_STEP_S)
 
-    def _list_unless_listing(self, entity: Entity, wave: WaveClient, older_than: float) -> bool:
-        """List what changed unless another process is listing, or has listed since the index was complete as of
-        `older_than` (epoch seconds); True when this one listed. The index is still fresh enough for the caller:
-        a listing that fails is left to the next create rather than failing this one."""
+    def _list_unless_listing(self, entity: Entity, wave: WaveClient, *, stale_before: float) -> bool:
+        """List what changed unless another process is listing; True when this one listed. The index is still fresh
+        enough for the caller: a listing that fails is left to the next create rather than failing this one."""
         token = self._take_listing(entity)
         if token is None:
             return False
         try:
-            as_of = self.complete_as_of(entity)
-            if as_of is not None and as_of > older_than:
-                return False  # a listing ended between the caller's look and this lock
-            self._refresh(entity, wave, as_of)
+            return self._list_if_stale(entity, wave, token, stale_before=stale_before)
         except RetryableError as exc:
             log.info("listing Wave %s ahead of time failed (the next create tries again): %s", entity, exc)
             return False
+
+    def _list_if_stale(self, entity: Entity, wave: WaveClient, token: str | None, *, stale_before: float) -> bool:
+        """Under the listing lock (`token`; None: waited too long for another's), list unless the index has been
+        complete as of `stale_before` (epoch seconds) since the caller looked; then let the lock go."""
+        try:
+            as_of = self.complete_as_of(entity)  # a listing may have ended since the caller's look
+            if as_of is not None and as_of >= stale_before:
+                return False
+            self._refresh(entity, wave, as_of)
+            return True
         finally:
             self._end_listing(entity, token)
-        return True
 
     def _take_listing(self, entity: Entity) -> str | None:
         """The lock that makes one process list at a time: its token, or None when another holds it."""
