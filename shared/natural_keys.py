@@ -17,7 +17,6 @@ records may share a key (two customers with one email): the index keeps them all
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 import uuid
@@ -29,13 +28,10 @@ import redis
 from pydantic.alias_generators import to_snake
 
 from shared import keys
-from shared.errors import RetryableError
 from shared.settings import Entity, Settings
 from shared.versions import normalise_timestamp
 from shared.wave.client import WaveClient
 from shared.wave.models import Page, WaveCustomer, WaveInvoice, WaveProduct
-
-log = logging.getLogger(__name__)
 
 Indexed = WaveCustomer | WaveProduct | WaveInvoice
 
@@ -219,16 +215,13 @@ class WaveKeys:
             time.sleep(_WAIT_STEP_S)
 
     def _list_unless_listing(self, entity: Entity, wave: WaveClient, *, stale_before: float) -> bool:
-        """List what changed unless another process is listing; True when this one listed. The index is still fresh
-        enough for the caller: a listing that fails is left to the next create rather than failing this one."""
+        """List what changed unless another process is listing; True when this one listed. A listing that fails
+        fails the create like any other Wave call of its sync (and is retried with it): during an outage a second
+        call right after the first failed would only add to Wave's load."""
         token = self._take_listing(entity)
         if token is None:
             return False
-        try:
-            return self._list_if_stale(entity, wave, token, stale_before=stale_before)
-        except RetryableError as exc:
-            log.info("listing Wave %s ahead of time failed (the next create tries again): %s", entity, exc)
-            return False
+        return self._list_if_stale(entity, wave, token, stale_before=stale_before)
 
     def _list_if_stale(self, entity: Entity, wave: WaveClient, token: str | None, *, stale_before: float) -> bool:
         """Under the listing lock (`token`; None: waited too long for another's), list unless the index has been
