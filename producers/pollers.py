@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from shared import keys, message_leases, metrics
 from shared.celery_app import app
 from shared.context import Context, get_context
-from shared.enqueue import enqueue
+from shared.enqueue import batched, enqueue
 from shared.errors import RetryableError
 from shared.messages import ChangeMessage, System
 from shared.settings import Entity, load_settings
@@ -225,8 +225,10 @@ class Poller:
         # Marked pending for the whole page at once; should sending fail half way, the marked records that were not
         # sent are sent again by `_resend_lost` once their marker is older than the message lease.
         fresh = ctx.coordinator.mark_pending(self.entity, self.system, {i: m.version for i, m in changed.items()})
-        for record_id in fresh:
-            enqueue(changed[record_id])
+        if fresh:
+            with batched() as send:
+                for record_id in fresh:
+                    send(changed[record_id])
         coalesced = len(changed) - len(fresh)
         self.stats.enqueued += len(fresh)
         self.stats.coalesced += coalesced

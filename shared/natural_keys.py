@@ -30,10 +30,10 @@ from pydantic.alias_generators import to_snake
 from shared import keys
 from shared.settings import Entity, Settings
 from shared.versions import normalise_timestamp
-from shared.wave.client import WaveClient
-from shared.wave.models import Page, WaveCustomer, WaveInvoice, WaveProduct
+from shared.wave.client import Listed, WaveClient
+from shared.wave.models import Page, WaveCustomer, WaveInvoice, WaveProduct, WaveRecordKeys
 
-Indexed = WaveCustomer | WaveProduct | WaveInvoice
+Indexed = WaveCustomer | WaveProduct | WaveInvoice | WaveRecordKeys
 
 # The Wave fields (as the API names them) each entity is matched on.
 KEY_FIELDS: dict[Entity, tuple[str, ...]] = {
@@ -292,19 +292,14 @@ def _field(entity: Entity, name: str, value: Any) -> str:
     return f"{name}:{normalise_key(str(value))}"
 
 
-def _changed_pages(entity: Entity, wave: WaveClient, after: datetime | None) -> Iterator[Page[Any]]:
-    """Every Wave record of `entity` modified after `after`, oldest change first (products archived or not), read
-    keyset-style like the pollers: a record edited mid-listing moves to the end, and offset pages would then skip
-    the one it shifted onto an already-read page."""
+def _changed_pages(entity: Entity, wave: WaveClient, after: datetime | None) -> Iterator[Page[WaveRecordKeys]]:
+    """Every Wave record of `entity` modified after `after`, oldest change first (products archived or not), as its
+    id, modifiedAt and keys; read keyset-style like the pollers: a record edited mid-listing moves to the end, and
+    offset pages would then skip the one it shifted onto an already-read page."""
     number = 1
+    kind: Listed = "invoices" if entity == "orders" else entity
     while True:
-        page: Page[Any]
-        if entity == "customers":
-            page = wave.list_customers_page(number, modified_after=after)
-        elif entity == "products":
-            page = wave.list_products_page(number, modified_after=after, archived=None)
-        else:
-            page = wave.list_invoices_page(number, modified_after=after)
+        page = wave.list_keys_page(kind, number, modified_after=after)
         yield page
         if len(page.items) < wave.page_size or page.page >= (page.total_pages or 1):
             return

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -29,9 +29,18 @@ from shared.wave.models import (
     WaveInvoice,
     WaveNode,
     WaveProduct,
+    WaveRecordKeys,
 )
 
 N = TypeVar("N", bound=WaveNode)
+Listed = Literal["customers", "products", "invoices"]
+
+# Per kind of record: its keys-only page document, and the filters it always sends (products archived or not).
+_KEYS_PAGES: dict[Listed, tuple[str, dict[str, Any]]] = {
+    "customers": (docs.CUSTOMER_KEYS_PAGE, {}),
+    "products": (docs.PRODUCT_KEYS_PAGE, {"isArchived": None}),
+    "invoices": (docs.INVOICE_KEYS_PAGE, {}),
+}
 OnCall = Callable[[str, float, int], None]
 
 MAX_PAGES = 10_000
@@ -372,6 +381,13 @@ class WaveClient:
         self, modified_after: datetime | None = None, modified_before: datetime | None = None
     ) -> Iterator[WaveInvoice]:
         return iterate_pages(lambda page: self.list_invoices_page(page, modified_after, modified_before))
+
+    def list_keys_page(self, kind: Listed, page: int, modified_after: datetime | None = None) -> Page[WaveRecordKeys]:
+        """One page of `kind`'s records modified after `modified_after` (strictly), oldest change first, each as its
+        id, modifiedAt and natural keys only (products archived or not): what the key index lists."""
+        document, filters = _KEYS_PAGES[kind]
+        filters = {**self._modified(modified_after, None), **filters}
+        return self._list_page(kind, document, WaveRecordKeys, "MODIFIED_AT_ASC", page, filters)
 
     def get_invoice(self, invoice_id: str) -> WaveInvoice:
         return self._get("invoice", docs.INVOICE_GET, WaveInvoice, invoice_id)

@@ -260,6 +260,56 @@ mutation InvoiceMarkSent($input: InvoiceMarkSentInput!) {{
     + INVOICE_FIELDS
 )
 
+# ----- natural keys ------------------------------------------------------------------------------------------------
+# What the key index (shared/natural_keys.py) lists: per record its id, when it changed and its natural keys only. A
+# listing of full records (an invoice's items and amounts, a customer's addresses) cost the worker most of its CPU
+# in parsing and validating fields it never reads, and Wave the work of rendering them.
+
+CUSTOMER_KEYS_PAGE = f"""
+query CustomerKeysPage(
+  $businessId: ID!, $page: Int!, $pageSize: Int!, $sort: [CustomerSort!]!, $modifiedAtAfter: DateTime
+) {{
+  business(id: $businessId) {{
+    id
+    customers(page: $page, pageSize: $pageSize, sort: $sort, modifiedAtAfter: $modifiedAtAfter) {{
+      {PAGE_INFO}
+      edges {{ node {{ id modifiedAt email displayId }} }}
+    }}
+  }}
+}}
+"""
+
+PRODUCT_KEYS_PAGE = f"""
+query ProductKeysPage(
+  $businessId: ID!, $page: Int!, $pageSize: Int!, $sort: [ProductSort!]!, $isArchived: Boolean,
+  $modifiedAtAfter: DateTime
+) {{
+  business(id: $businessId) {{
+    id
+    products(
+      page: $page, pageSize: $pageSize, sort: $sort, isArchived: $isArchived, modifiedAtAfter: $modifiedAtAfter
+    ) {{
+      {PAGE_INFO}
+      edges {{ node {{ id modifiedAt name }} }}
+    }}
+  }}
+}}
+"""
+
+INVOICE_KEYS_PAGE = f"""
+query InvoiceKeysPage(
+  $businessId: ID!, $page: Int!, $pageSize: Int!, $sort: [InvoiceSort!]!, $modifiedAtAfter: DateTime
+) {{
+  business(id: $businessId) {{
+    id
+    invoices(page: $page, pageSize: $pageSize, sort: $sort, modifiedAtAfter: $modifiedAtAfter) {{
+      {PAGE_INFO}
+      edges {{ node {{ id modifiedAt invoiceNumber }} }}
+    }}
+  }}
+}}
+"""
+
 # Every operation the client sends, by constant name (the contract test walks this).
 ALL_DOCUMENTS: dict[str, str] = {
     "BUSINESS": BUSINESS,
@@ -281,4 +331,7 @@ ALL_DOCUMENTS: dict[str, str] = {
     "INVOICE_DELETE": INVOICE_DELETE,
     "INVOICE_APPROVE": INVOICE_APPROVE,
     "INVOICE_MARK_SENT": INVOICE_MARK_SENT,
+    "CUSTOMER_KEYS_PAGE": CUSTOMER_KEYS_PAGE,
+    "PRODUCT_KEYS_PAGE": PRODUCT_KEYS_PAGE,
+    "INVOICE_KEYS_PAGE": INVOICE_KEYS_PAGE,
 }

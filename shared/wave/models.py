@@ -186,6 +186,17 @@ class WaveInvoice(WaveNode):
         return data
 
 
+class WaveRecordKeys(WaveNode):
+    """A Wave customer, product or invoice as the key index lists it: when it changed and its natural keys (the
+    documents' *_KEYS_PAGE); the fields its entity does not have stay None."""
+
+    modified_at: datetime
+    email: str | None = None
+    display_id: str | None = None
+    name: str | None = None
+    invoice_number: str | None = None
+
+
 class WaveBusiness(WaveNode):
     name: str
     currency: CurrencyCode
