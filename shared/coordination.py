@@ -65,15 +65,49 @@ return {1, false}
 """
 
 
-class _RecordLock(redis.lock.Lock):
-    """redis-py's Lock (released, extended and renewed as usual) whose taking also takes a pending marker."""
+# KEYS[1] a record lock, KEYS[2..] intents hashes (`creating_key`); ARGV[1] the lock's token, ARGV[2..] the record id
+# to end in each hash. Ends the creations the sync linked, then releases the lock if this holder still has it (as
+# redis-py's release does): a sync's last two Redis commands in one round trip. Returns 1 when it released the lock.
+_RELEASE_LOCK = """
+for i = 2, #KEYS do
+  redis.call('HDEL', KEYS[i], ARGV[i])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RecordLock(redis.lock.Lock):
+    """A record's lock as a sync holds it: redis-py's Lock (released, extended and renewed as usual) whose taking
+    also takes the record's pending marker (`newest_seen`), and whose release also ends the creations the sync linked
+    (`end_creates_at_release`)."""
 
     def __init__(
-        self, client: redis.Redis, name: str, pending: str | None, take: redis.commands.core.Script, wait: float
+        self,
+        client: redis.Redis,
+        name: str,
+        pending: str | None,
+        scripts: tuple[redis.commands.core.Script, redis.commands.core.Script],
+        wait: float,
     ) -> None:
         super().__init__(client, name, timeout=leases.LOCK_LEASE_S, blocking_timeout=wait, thread_local=False)
-        self.pending, self._take = pending, take
+        self.pending = pending
+        self._take, self._release = scripts
         self.newest_seen: str | None = None
+        self._ended: dict[str, str] = {}  # intents hash -> record id
+
+    def end_creates_at_release(self, entity: Entity, source_ids: Mapping[str, str]) -> None:
+        """End the creations of these records' partners (into each target given) when the lock is released.
+
+        Safe to put off until then: while this sync holds the pair's lock no other sync acts on the pair, and a pair
+        whose link is recorded is never created again, so an intent left by a sync killed before its release only
+        has other records that share the created record's keys wait (up to `CREATE_IN_FLIGHT_S`), as one left between
+        the link's commit and its ending always could."""
+        for target, source_id in source_ids.items():
+            if source_id:
+                self._ended[keys.creating_key(entity, target)] = source_id
 
     def do_acquire(self, token: str | bytes) -> bool:
         script_keys = [self.name] if self.pending is None else [self.name, self.pending]
@@ -84,12 +118,19 @@ class _RecordLock(redis.lock.Lock):
         self.newest_seen = seen.decode() if isinstance(seen, bytes) else None
         return True
 
+    def do_release(self, expected_token: str | bytes) -> None:
+        ended, self._ended = self._ended, {}
+        released = self._release(keys=[self.name, *ended], args=[expected_token, *ended.values()])
+        if not released:
+            raise redis.exceptions.LockNotOwnedError("the record lock lapsed before its release", lock_name=self.name)
+
 
 class Coordinator:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._mark_pending = client.register_script(_MARK_PENDING)
         self._take_lock = client.register_script(_TAKE_LOCK)
+        self._release_lock = client.register_script(_RELEASE_LOCK)
         self._begin_create = client.register_script(_BEGIN_CREATE)
 
     def mark_pending(self, entity: Entity, system: str, versions: Mapping[str, str]) -> list[str]:
@@ -141,17 +182,17 @@ class Coordinator:
     @contextmanager
     def record_lock(
         self, entity: Entity, system: str, record_id: str, *, wait: float, pending_of: tuple[str, str] | None = None
-    ) -> Iterator[str | None]:
+    ) -> Iterator[RecordLock]:
         """Hold the record's lock as a lease: this process renews it while it works (shared/leases.py), so a long
         sync keeps it, and a worker killed mid-sync frees it within `LOCK_LEASE_S`.
 
         `pending_of` (a message's record: system, id): taking the lock also takes that record's pending marker, in
-        the same round trip, so later changes enqueue anew. Yields the newest version a poll saw while the message
-        waited, if any."""
+        the same round trip, so later changes enqueue anew; the lock's `newest_seen` is the newest version a poll saw
+        while the message waited, if any."""
         key = keys.record_lock_key(entity, system, record_id)
         pending = keys.pending_key(entity, *pending_of) if pending_of else None
         # Not thread-local: the process's lease thread renews it with the token this thread took it with.
-        lock = _RecordLock(self.redis, key, pending, self._take_lock, wait)
+        lock = RecordLock(self.redis, key, pending, (self._take_lock, self._release_lock), wait)
         if not lock.acquire():
             # Its holder renews it while it works; a dead holder's lapses when its lease runs out: look again then.
             lapses_in = max(0, int(self.redis.pttl(key))) / 1000
@@ -162,7 +203,7 @@ class Coordinator:
             )
         leases.KEEPER.hold(lock)
         try:
-            yield lock.newest_seen
+            yield lock
         finally:
             leases.KEEPER.release(lock)
             # It may have lapsed in a long stall; the link's row version still guards the write.

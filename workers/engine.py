@@ -61,7 +61,6 @@ class PairSync:
         self.read = Reader(ctx, flow, message, create_missing)
         self.creates = Creates(ctx, flow, self.source, message.source_id, self.read.canonical, self.read.outbound)
         self.policy = core.Policy(ctx.settings.conflict_policy(flow.entity), flow.definition.resolvers)
-        self.write = Writes(ctx, flow, message, self.read, self.creates, self.policy)
         self.begun = False  # an earlier attempt began creating the partner
 
     def run(self) -> Outcome:
@@ -71,25 +70,26 @@ class PairSync:
         # worker's lapses within seconds); a busy pair is retried later rather than holding a thread.
         lock_on = (self.source, msg.source_id) if self.source == "customerp" else self._lock_on(self._load())
         pending_of = (msg.source, msg.source_id)  # its marker: the newest version a poll saw while it waited
-        with ctx.coordinator.record_lock(msg.entity, *lock_on, wait=2, pending_of=pending_of) as newest_seen:
-            reread = msg.reread or msg.snapshot is None or self.repeat or is_older(msg.version, newest_seen or "")
+        with ctx.coordinator.record_lock(msg.entity, *lock_on, wait=2, pending_of=pending_of) as lock:
+            reread = msg.reread or msg.snapshot is None or self.repeat or is_older(msg.version, lock.newest_seen or "")
             link = self._load()
             if self._lock_on(link) != lock_on:
                 raise ConflictError(f"{msg.key()} was linked meanwhile: once more, under the pair's lock")
+            write = Writes(ctx, self.flow, msg, self.read, self.creates, self.policy, lock)
             try:
-                outcome = self._sync(link, reread)
+                outcome = self._sync(link, reread, write)
             except ConflictError:
                 link = self._load()
                 if reread or self._lock_on(link) != lock_on:
                     raise
                 # The poll's snapshot was overtaken: once more from what both sides hold now.
                 self.read.fresh.clear()
-                outcome = self._sync(link, True)
+                outcome = self._sync(link, True, write)
             if outcome in ("skipped", "gone"):
                 ctx.coordinator.mark_done(msg.entity, msg.source, msg.source_id, msg.version)
             return outcome
 
-    def _sync(self, link: Link | None, reread: bool) -> Outcome:
+    def _sync(self, link: Link | None, reread: bool, write: Writes) -> Outcome:
         pair = recording.pair_of(link)
         if self.msg.deleted:
             source = core.Source(self.source, self.msg.source_id, self.msg.version, None)
@@ -113,15 +113,15 @@ class PairSync:
                 decision = core.plan(pair, source, partner, self._creation_policy(source.record), self.ctx.clock())
         match decision:
             case core.Skip(why="echo") if link is not None and source.record is not None:
-                return self.write.echo(link, source.record)
+                return write.echo(link, source.record)
             case core.Skip(why=why):
                 return why
             case core.Delete() if link is not None:
-                return self.write.delete(link, decision)
+                return write.delete(link, decision)
             case core.Create() if source.record is not None:
-                return self.write.create(source.record)
+                return write.create(source.record)
             case core.Merge() | core.Wait() if source.record is not None and partner is not None:
-                return self.write.merge(link, source.record, partner, decision)
+                return write.merge(link, source.record, partner, decision)
         raise AssertionError(f"unplanned: {decision}")
 
     def _find_partner(self, source: core.Side) -> core.Side | None:

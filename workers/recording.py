@@ -12,6 +12,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from shared import history
 from shared.context import Context
+from shared.coordination import RecordLock
 from shared.errors import ConflictError
 from shared.messages import ChangeMessage, System
 from shared.settings import Entity
@@ -45,12 +46,13 @@ def save(
     link: Link | None,
     sides: dict[System, core.Side],
     state: LinkState,
+    lock: RecordLock,
     *,
     resolve: bool = True,
     decision: history.Decision | None = None,
 ) -> Link:
-    """Record the pair (a new one when `link` is None) as `sides` hold it now; `resolve`: its dead letters are
-    settled too (a pair just made but not merged yet leaves them for the save that settles it)."""
+    """Record the pair (a new one when `link` is None) as `sides` hold it now, under the pair's `lock`; `resolve`: its
+    dead letters are settled too (a pair just made but not merged yet leaves them for the save that settles it)."""
     try:
         with ctx.db.session() as session:
             ids = {s: sides[s].id if s in sides else (link.own_id(s) if link else "") for s in ("customerp", "wave")}
@@ -75,8 +77,9 @@ def save(
         # Another worker linked or updated this pair meanwhile: start again from the new state.
         raise ConflictError(f"link of {entity} changed concurrently ({type(exc).__name__})", retry_after=0.5) from None
     if link is None:
-        # Linked: neither record is an unfinished creation any more (whoever created it).
-        ctx.coordinator.end_creates(entity, {"wave": ids["customerp"], "customerp": ids["wave"]})
+        # Linked: neither record is an unfinished creation any more (whoever created it). Ended with the lock's
+        # release, in its round trip.
+        lock.end_creates_at_release(entity, {"wave": ids["customerp"], "customerp": ids["wave"]})
     return saved
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from shared import history
 from shared.context import Context
+from shared.coordination import RecordLock
 from shared.errors import ConflictError, MustWaitError, NotFoundError, RateLimitedError, RetryableError
 from shared.messages import ChangeMessage, System, other
 from shared.store.link_state import Settled, Unsettled
@@ -33,9 +34,18 @@ MERGE_ROUNDS = 3
 
 class Writes:
     def __init__(
-        self, ctx: Context, flow: Flow[Any], message: ChangeMessage, read: Reader, creates: Creates, policy: core.Policy
+        self,
+        ctx: Context,
+        flow: Flow[Any],
+        message: ChangeMessage,
+        read: Reader,
+        creates: Creates,
+        policy: core.Policy,
+        lock: RecordLock,
     ) -> None:
+        """The writes of one sync, under the pair's `lock`."""
         self.ctx, self.flow, self.msg, self.read, self.creates, self.policy = ctx, flow, message, read, creates, policy
+        self.lock = lock
         self.source: System = message.source
         self.target: System = other(message.source)
 
@@ -152,4 +162,6 @@ class Writes:
         resolve: bool = True,
         decision: history.Decision | None = None,
     ) -> Link:
-        return recording.save(self.ctx, self.flow.entity, link, sides, state, resolve=resolve, decision=decision)
+        return recording.save(
+            self.ctx, self.flow.entity, link, sides, state, self.lock, resolve=resolve, decision=decision
+        )

@@ -146,8 +146,8 @@ def test_a_message_lost_by_a_killed_worker_is_sent_again_once_its_marker_is_old(
     # A worker took and finished the others; a young marker is left alone, an old one with no message is a loss.
     for message in queued(idle, "customers"):
         taken = ("customerp", message["source_id"])
-        with idle.ctx.coordinator.record_lock("customers", *taken, wait=0, pending_of=taken) as newest_seen:
-            assert newest_seen == message["version"]
+        with idle.ctx.coordinator.record_lock("customers", *taken, wait=0, pending_of=taken) as lock:
+            assert lock.newest_seen == message["version"]
         idle.ctx.coordinator.mark_done("customers", "customerp", message["source_id"], message["version"])
     idle.redis.delete("customers")
     age_pending(idle, "customers", idle.settings.message_lease - 5)

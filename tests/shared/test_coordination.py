@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
+from shared import keys
 from shared.coordination import Coordinator, CreateIntent
 from shared.errors import MustWaitError
 from tests.workers.conftest import clean_redis
@@ -60,8 +61,8 @@ def test_a_poll_page_marks_each_record_pending_once_and_remembers_the_newest_ver
     assert coordinator.mark_pending("customers", "customerp", {"c1": "0001", "c2": "0001"}) == ["c1", "c2"]
     # Already queued: not sent again, but the queued message learns that a newer version was seen.
     assert coordinator.mark_pending("customers", "customerp", {"c1": "0003", "c2": "0001", "c3": "0001"}) == ["c3"]
-    with coordinator.record_lock("customers", "customerp", "c1", wait=0, pending_of=("customerp", "c1")) as seen:
-        assert seen == "0003"
+    with coordinator.record_lock("customers", "customerp", "c1", wait=0, pending_of=("customerp", "c1")) as lock:
+        assert lock.newest_seen == "0003"
     # Taken with the lock: the record's next change is sent anew.
     assert coordinator.mark_pending("customers", "customerp", {"c1": "0004"}) == ["c1"]
 
@@ -73,5 +74,31 @@ def test_a_lock_held_elsewhere_leaves_the_pending_marker_to_the_sync_that_gets_i
         attempt = coordinator.record_lock("orders", "customerp", "o1", wait=0, pending_of=("wave", "w1"))
         with pytest.raises(MustWaitError), attempt:
             pass
-    with coordinator.record_lock("orders", "customerp", "o1", wait=0, pending_of=("wave", "w1")) as seen:
-        assert seen == "2026-01-01T00:00:01.000Z"  # left in place by the attempt that did not get the lock
+    with coordinator.record_lock("orders", "customerp", "o1", wait=0, pending_of=("wave", "w1")) as lock:
+        assert lock.newest_seen == "2026-01-01T00:00:01.000Z"  # left in place by the attempt that did not get the lock
+
+
+def test_the_creations_a_sync_linked_end_with_its_lock_s_release_even_a_lapsed_one(coordinator: Coordinator) -> None:
+    coordinator.begin_create("customers", "wave", "c1", NOW.isoformat(), {"name": "A"})
+    coordinator.begin_create("customers", "customerp", "w9", NOW.isoformat(), {"name": "B"})
+
+    def intents() -> list[str | None]:
+        found = [
+            coordinator.create_intent("customers", "wave", "c1"),
+            coordinator.create_intent("customers", "customerp", "w9"),
+        ]
+        return [intent and intent.source_id for intent in found]
+
+    with coordinator.record_lock("customers", "customerp", "c1", wait=0) as lock:
+        lock.end_creates_at_release("customers", {"wave": "c1", "customerp": "w1"})  # w1: no intent, nothing to end
+        assert intents() == ["c1", "w9"]  # until the release
+    assert intents() == [None, "w9"]
+    assert not coordinator.redis.exists(keys.record_lock_key("customers", "customerp", "c1"))
+
+    # A lock that lapsed in a stall and went to another sync: the link is recorded, so the intent ends all the same,
+    # and the other sync keeps its lock.
+    with coordinator.record_lock("customers", "customerp", "c2", wait=0) as lock:
+        lock.end_creates_at_release("customers", {"customerp": "w9"})
+        coordinator.redis.set(keys.record_lock_key("customers", "customerp", "c2"), "another-sync")
+    assert intents() == [None, None]
+    assert coordinator.redis.get(keys.record_lock_key("customers", "customerp", "c2")) == b"another-sync"
