@@ -157,3 +157,38 @@ def test_an_invoice_snapshot_older_than_an_unfinished_create_leaves_the_new_orde
         "an older snapshot's memo was written over the order made from the newer one"
     )
     assert order_sync(system, again) in ("unchanged", "echo")
+
+
+@pytest.mark.parametrize("target", ["wave", "customerp"])
+def test_a_person_s_edit_of_a_record_whose_create_answer_was_lost_survives_the_create_s_recovery(
+    in_process: System, target: str
+) -> None:
+    """A customer's partner is made but the answer is lost; before the next attempt finds that partner (once a late
+    landing can no longer happen), a person edits it. The edit is a change since the create, not part of what was
+    created: it must reach the source, not be undone by it."""
+    system = in_process
+    source = "customerp" if target == "wave" else "wave"
+    if source == "customerp":
+        system.boxes.cp("POST", "seed", {"customers": 1, "products": 0, "orders": 0, "seed": 17})
+        record_id = system.boxes.snapshot("customerp")["customers"][0]["id"]
+    else:
+        record_id = system.ctx.wave.create_customer({"name": "Lost Answer", "phone": "+47 43407209"}).id
+    message = ChangeMessage(entity="customers", source=source, source_id=record_id, reread=True)
+    system.boxes.faults(target, lost_response_rate=1.0)
+    try:
+        with pytest.raises(SyncError):
+            sync(system.ctx, customers.FLOW, message)  # the partner is made; its answer is lost
+    finally:
+        system.boxes.clear_faults(target)
+    assert system.ctx.coordinator.create_intent("customers", target, record_id) is not None  # left to finish
+    [made] = [c for c in system.boxes.snapshot(target)["customers"] if c["id"] != record_id]
+    if target == "wave":
+        system.boxes.wave_admin("PATCH", f"customers/{made['id']}", {"phone": "+1 555 0016"})  # a person's edit
+    else:
+        system.boxes.cp("PATCH", f"customers/{made['id']}", {"phone": "+1 555 0016"})
+    time.sleep(2 * HTTP_TIMEOUT + 0.2)  # the next attempt looks for what the first made once it can no longer land
+    outcomes = [sync(system.ctx, customers.FLOW, message) for _ in range(2)]
+    assert outcomes[-1] in ("unchanged", "echo"), outcomes
+    snapshot = {side: system.boxes.snapshot(side)["customers"] for side in ("customerp", "wave")}
+    assert [c["phone"] for c in snapshot["customerp"]] == ["+1 555 0016"], "the person's edit was undone"
+    assert [c["phone"] for c in snapshot["wave"]] == ["+1 555 0016"]
