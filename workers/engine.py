@@ -109,7 +109,7 @@ class PairSync:
                 try:
                     source = self.read.source(True)
                 except NotFoundError:
-                    return self._abandon()
+                    return self._abandon() if link is None else "gone"
                 decision = core.plan(pair, source, partner, self._creation_policy(source.record), self.ctx.clock())
         match decision:
             case core.Skip(why="echo") if link is not None and source.record is not None:

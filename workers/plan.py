@@ -100,7 +100,8 @@ class ReadPartner:
 
 @dataclass(frozen=True)
 class ReadSource:
-    """Read the source again and plan again: the poll's snapshot may be older than what the create resends."""
+    """Read the source again and plan again: the poll's snapshot may be older than what the create resends, or than
+    what an interrupted sync of the pair wrote."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ def plan(pair: Pair | None, source: Source, partner: Side | _Unread | None, poli
             # sides (the seed-29 lost update). A snapshot is safe to create from only when nothing was sent before.
             return ReadSource()
         return Create(target, source.record.fields)
+    if pair is not None and isinstance(pair.state, Unsettled) and not source.fresh:
+        # An unsettled pair is judged against what a sync wrote (its pending record, and bases that moved to it once a
+        # write landed). The poll may have read this snapshot before that write landed on this very record, at a
+        # version newer than the link recorded (a sync that fails half way records no versions): its older values
+        # would pass for a person's edits since and be written over both sides (randomised history 11's cleared
+        # phone number). Only the record as it is now tells a person's edit from the sync's own write.
+        return ReadSource()
     return merge(pair.state if pair is not None else None, source.record, partner, policy, now)
 
 

@@ -31,6 +31,8 @@ import pytest
 
 from shared.errors import SyncError
 from shared.messages import ChangeMessage
+from shared.store.link_state import Settled, Unsettled
+from shared.store.links import find_link
 from shared.versions import customerp_version, record_version
 from tests.harness import Sandboxes, System
 from tests.workers.conftest import fresh_system
@@ -192,3 +194,47 @@ def test_a_person_s_edit_of_a_record_whose_create_answer_was_lost_survives_the_c
     snapshot = {side: system.boxes.snapshot(side)["customers"] for side in ("customerp", "wave")}
     assert [c["phone"] for c in snapshot["customerp"]] == ["+1 555 0016"], "the person's edit was undone"
     assert [c["phone"] for c in snapshot["wave"]] == ["+1 555 0016"]
+
+
+def test_a_snapshot_older_than_an_interrupted_sync_s_write_never_undoes_that_write(in_process: System) -> None:
+    """Randomised history 11, step by step: a person edits a customer's website in Customerp (the poll reads it, its
+    message waits) and the phone number of its Wave partner. The Wave record's sync writes the phone to Customerp,
+    then fails on a later write of its second round: the pair is left unsettled on what it wrote. The waiting
+    message's snapshot, read before that write but newer than the version the link recorded, must not pass its old
+    phone for a person's edit: the number stays on both sides."""
+    system = in_process
+    system.boxes.cp("POST", "seed", {"customers": 1, "products": 0, "orders": 0, "seed": 11})
+    customer = system.boxes.snapshot("customerp")["customers"][0]
+    assert sync(
+        system.ctx, customers.FLOW, ChangeMessage(entity="customers", source="customerp", source_id=customer["id"])
+    )
+    with system.ctx.db.session() as session:
+        link = find_link(session, "customers", "customerp", customer["id"])
+        assert link is not None
+        assert isinstance(link.state, Settled)
+        wave_id, agreed = link.wave_id, dict(link.state.agreed)
+    system.boxes.cp("PATCH", f"customers/{customer['id']}", {"website": "https://cp.example"})  # a person's edit
+    page = system.ctx.customerp.changes("customers", updated_since=None, cursor=None, limit=100)
+    snapshot = next(i.model_dump(mode="json") for i in page.items if i.id == customer["id"])
+    waiting = ChangeMessage(
+        entity="customers",
+        source="customerp",
+        source_id=customer["id"],
+        version=customerp_version(snapshot["version"]),
+        snapshot=snapshot,
+    )
+    # The Wave record's sync, interrupted: the person's phone reached Customerp, the second round's write did not
+    # land, and the pair is left as `recording.remember` leaves it after such a round.
+    system.boxes.wave_admin("PATCH", f"customers/{wave_id}", {"phone": "+1 555 0039"})
+    system.boxes.cp("PATCH", f"customers/{customer['id']}", {"phone": "+1 555 0039"})
+    written = agreed | {"phone": "+1 555 0039", "website": "https://cp.example"}
+    with system.ctx.db.session() as session:
+        link = find_link(session, "customers", "customerp", customer["id"])
+        assert link is not None
+        link.state = Unsettled({"customerp": written, "wave": written}, written)
+
+    again = ChangeMessage(entity="customers", source="customerp", source_id=customer["id"], reread=True)
+    outcomes = [sync(system.ctx, customers.FLOW, message) for message in (waiting, again)]
+    assert outcomes[-1] in ("unchanged", "echo"), outcomes
+    phones = [c["phone"] for side in ("customerp", "wave") for c in system.boxes.snapshot(side)["customers"]]
+    assert phones == ["+1 555 0039", "+1 555 0039"], "the phone a person set in Wave was undone by an older snapshot"
