@@ -260,14 +260,9 @@ class Coordinator:
         return intent.owner is None or leases.is_alive(self.redis, intent.owner)
 
     def end_create(self, entity: Entity, target: str, source_id: str) -> None:
-        self.end_creates(entity, {target: source_id})
-
-    def end_creates(self, entity: Entity, source_ids: dict[str, str]) -> None:
-        """End the creations of several records' partners (into each target given) in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for target, source_id in source_ids.items():
-            pipe.hdel(keys.creating_key(entity, target), source_id)
-        pipe.execute()
+        """End the creation of `source_id`'s partner in `target` now (a sync that links the pair ends it with its
+        lock's release instead: `RecordLock.end_creates_at_release`)."""
+        self.redis.hdel(keys.creating_key(entity, target), source_id)
 
     def creations_around(
         self, entity: Entity, source: str, source_id: str, *, max_age_s: float, now: datetime
