@@ -15,10 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
+
+import redis
 
 from shared import keys, message_leases, metrics
 from shared.celery_app import app
@@ -222,13 +225,20 @@ class Poller:
             if done.get(message.source_id, "") >= message.version:
                 continue  # already handled without a link (e.g. creation switched off)
             changed[message.source_id] = message
-        # Marked pending for the whole page at once; should sending fail half way, the marked records that were not
-        # sent are sent again by `_resend_lost` once their marker is older than the message lease.
+        # Marked pending for the whole page at once, then sent in one batch.
         fresh = ctx.coordinator.mark_pending(self.entity, self.system, {i: m.version for i, m in changed.items()})
         if fresh:
-            with batched() as send:
-                for record_id in fresh:
-                    send(changed[record_id])
+            try:
+                with batched() as send:
+                    for record_id in fresh:
+                        send(changed[record_id])
+            except RetryableError:
+                # Some or none of the page's messages reached Redis. The watermark stays, and without their markers
+                # the next run sends them all again; left marked, it would take them for queued and move past them.
+                # Should Redis refuse this too, `_resend_lost` sends them once their markers are old.
+                with suppress(redis.exceptions.RedisError):
+                    ctx.coordinator.unmark_pending(self.entity, self.system, fresh)
+                raise
         coalesced = len(changed) - len(fresh)
         self.stats.enqueued += len(fresh)
         self.stats.coalesced += coalesced

@@ -163,6 +163,12 @@ class Coordinator:
                 found[name.decode().removeprefix(prefix)] = version.decode()
         return found
 
+    def unmark_pending(self, entity: Entity, system: str, record_ids: list[str]) -> None:
+        """Forget the pending markers of records whose messages may not have been sent: the next poll that reads
+        them marks and sends them again (a second message for a record is harmless, a marker without one is not)."""
+        if record_ids:
+            self.redis.delete(*(keys.pending_key(entity, system, i) for i in record_ids))
+
     def restart_pending(self, entity: Entity, system: str, record_id: str, version: str) -> None:
         """Mark the record pending anew (its message was just sent again)."""
         self.redis.set(keys.pending_key(entity, system, record_id), version, ex=PENDING_TTL_S)

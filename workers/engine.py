@@ -75,6 +75,10 @@ class PairSync:
             link = self._load()
             if self._lock_on(link) != lock_on:
                 raise ConflictError(f"{msg.key()} was linked meanwhile: once more, under the pair's lock")
+            if link is not None:
+                # A linked pair is never created again. An intent a sync killed before its release left behind
+                # would hold back records sharing the pair's keys: it ends with this release, in the same script.
+                lock.end_creates_at_release(msg.entity, {"wave": link.customerp_id, "customerp": link.wave_id})
             write = Writes(ctx, self.flow, msg, self.read, self.creates, self.policy, lock)
             try:
                 outcome = self._sync(link, reread, write)

@@ -173,7 +173,13 @@ def plan(pair: Pair | None, source: Source, partner: Side | _Unread | None, poli
         # would pass for a person's edits since and be written over both sides (randomised history 11's cleared
         # phone number). Only the record as it is now tells a person's edit from the sync's own write.
         return ReadSource()
-    return merge(pair.state if pair is not None else None, source.record, partner, policy, now)
+    decision = merge(pair.state if pair is not None else None, source.record, partner, policy, now)
+    if isinstance(decision, Merge) and decision.conflicts and not source.fresh:
+        # A conflict is decided between what the two sides hold, and a snapshot may be older than what its side
+        # holds now (a later edit, or a sync's write that a worker killed before recording it left unrecorded):
+        # under a "Customerp wins" policy the snapshot's older value would be written over a newer one.
+        return ReadSource()
+    return decision
 
 
 def merge(state: LinkState | None, source: Side, partner: Side, policy: Policy, now: datetime) -> Merge | Wait:

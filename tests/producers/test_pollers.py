@@ -14,7 +14,9 @@ import pytest
 from producers.pollers import Poller
 from shared import keys
 from shared.coordination import PENDING_TTL_S
+from shared.enqueue import enqueue
 from shared.errors import RetryableError
+from shared.messages import ChangeMessage
 from shared.settings import Entity
 from shared.store import links as store
 from shared.versions import normalise_timestamp
@@ -122,6 +124,22 @@ def test_the_watermark_passes_only_pages_whose_messages_are_queued(
     resumed = Poller(idle.ctx, "customerp", "customers").run()
     assert resumed.enqueued == 7
     assert len({m["source_id"] for m in queued(idle, "customers")}) == 12
+
+
+def test_a_page_whose_messages_redis_refused_is_sent_whole_by_the_next_run(idle: System) -> None:
+    """A page's messages go in one batch after its records are marked pending. When Redis refuses the batch, the
+    markers go too: left behind, the next run would take the records for queued and move its watermark past them."""
+    seed_customers(idle, 3)
+    enqueue(ChangeMessage(entity="customers", source="customerp", source_id="declared", version="1"))
+    idle.redis.delete("customers")  # kombu has declared the queue on this connection; it checks nothing more
+    idle.redis.set("customers", "not a list")  # so the batch's LPUSH fails: WRONGTYPE
+    with pytest.raises(RetryableError, match="Redis did not take a batch"):
+        Poller(idle.ctx, "customerp", "customers").run()
+    assert watermark(idle) == ""
+    idle.redis.delete("customers")
+    again = Poller(idle.ctx, "customerp", "customers").run()
+    assert (again.enqueued, again.coalesced) == (3, 0)
+    assert len(queued(idle, "customers")) == 3
 
 
 def age_pending(system: System, entity: Entity, seconds: float) -> None:

@@ -238,3 +238,17 @@ def test_a_snapshot_older_than_an_interrupted_sync_s_write_never_undoes_that_wri
     assert outcomes[-1] in ("unchanged", "echo"), outcomes
     phones = [c["phone"] for side in ("customerp", "wave") for c in system.boxes.snapshot(side)["customers"]]
     assert phones == ["+1 555 0039", "+1 555 0039"], "the phone a person set in Wave was undone by an older snapshot"
+
+
+def test_an_intent_left_by_a_sync_killed_before_its_release_ends_with_the_pair_s_next_sync(in_process: System) -> None:
+    """A sync ends its create intent with its lock's release; one killed between recording the link and that
+    release leaves the intent behind, and it would hold back records sharing the pair's keys. Any later sync of the
+    linked pair ends it."""
+    system = in_process
+    system.boxes.cp("POST", "seed", {"customers": 1, "products": 0, "orders": 0, "seed": 3})
+    customer_id = system.boxes.snapshot("customerp")["customers"][0]["id"]
+    message = ChangeMessage(entity="customers", source="customerp", source_id=customer_id, reread=True)
+    assert sync(system.ctx, customers.FLOW, message) == "created"
+    system.ctx.coordinator.begin_create("customers", "wave", customer_id, "2026-11-30T10:00:00+00:00", {"name": "x"})
+    assert sync(system.ctx, customers.FLOW, message) in ("unchanged", "echo")
+    assert system.ctx.coordinator.create_intent("customers", "wave", customer_id) is None
