@@ -24,10 +24,10 @@ def batched() -> Iterator[Callable[[ChangeMessage], None]]:
     """Send several messages in one Redis round trip: yields an `enqueue` whose messages go when the block ends.
 
     kombu's publish batch (`Producer.batch`, Redis transport) pipelines the pushes: a poll page of a hundred changes
-    is one round trip instead of a hundred. Should the pipeline fail, some of the
-    messages may be in Redis and some not: that is reported as a RetryableError, as a lost connection would be, and
-    the caller must not count them as sent (a poller then keeps its watermark, and `_resend_lost` sends again what
-    was marked pending but never arrived). A block left by an exception sends none of its messages.
+    is one round trip instead of a hundred. Should the pipeline fail, some of the messages may be in Redis and some
+    not: that is reported as a RetryableError, as a lost connection would be, and the caller must not count them as
+    sent (a poller keeps its watermark and forgets the page's pending markers, so its next run sends the page
+    again). A block left by an exception sends none of its messages.
     """
     with app.producer_or_acquire() as producer:
         try:
