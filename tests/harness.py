@@ -6,6 +6,7 @@ person in the ERP / in Wave"), run poll rounds, wait until the queues are idle, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -241,6 +242,13 @@ class System:
     def busy(self) -> int:
         waiting = sum(int(self.redis.llen(q)) for q in keys.QUEUES)  # type: ignore[arg-type]
         return waiting + int(self.redis.hlen("unacked"))  # type: ignore[arg-type]
+
+    def waiting_tasks(self) -> int:
+        """Distinct tasks queued or held by the worker. A retry publishes its next message before it acks the
+        current one, so `busy()` counts a retrying task twice for a moment; the retry keeps the task's id."""
+        raw = [m for q in keys.QUEUES for m in self.redis.lrange(q, 0, -1)]  # type: ignore[union-attr]
+        held = [json.loads(v)[0] for v in self.redis.hvals("unacked")]  # type: ignore[union-attr]
+        return len({json.loads(m)["headers"]["id"] for m in raw} | {m["headers"]["id"] for m in held})
 
     def wait_idle(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -230,7 +230,7 @@ def test_rejected_credentials_are_retried_slowly_and_drain_once_fixed(env: tuple
         wait_for("the first auth retry", lambda: "(AuthError)" in system.log_text(), system=system)
         time.sleep(2)
         assert system.dead_letters() == [], "a credential problem must not dead-letter every record at once"
-        assert system.busy() == 3  # the records wait for the fix, as retries
+        assert system.waiting_tasks() == 3  # the records wait for the fix, as retries
 
         # The operator fixes the token and restarts the worker: the waiting records sync.
         system.stop_worker()

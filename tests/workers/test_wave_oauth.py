@@ -119,7 +119,7 @@ def test_a_revoked_grant_pauses_and_connect_wave_resumes(
         assert system.poll(("customerp",)) == 4
         wait_for("the pause", lambda: state(system) == credentials.NEEDS_REAUTHORIZATION, timeout=20, system=system)
         time.sleep(3)  # the messages come back, and wait again, a few times
-        assert system.busy() == 4  # waiting, not lost
+        assert system.waiting_tasks() == 4  # waiting, not lost
         assert system.dead_letters() == []
         with system.ctx.db.session() as session:
             paused = session.scalars(select(HistoryEntry).where(HistoryEntry.kind == "paused")).all()
