@@ -15,7 +15,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from shared import broker, keys, logs, message_leases, metrics
-from shared.settings import ENTITIES, Settings, load_settings
+from shared.settings import ENTITIES, Settings, SettingsError, load_settings
 
 TASK_MODULES = [
     "workers.customers",
@@ -31,8 +31,8 @@ TASK_MODULES = [
 
 def broker_url(settings: Settings) -> str:
     if settings.redis_url is None:
-        raise RuntimeError(
-            "WAVESYNC_REDIS_URL is not set: start the embedded Redis with `wavesync up`, or set the variable"
+        raise SettingsError(
+            ["WAVESYNC_REDIS_URL is not set: start the embedded Redis with `wavesync up`, or set the variable"]
         )
     return str(settings.redis_url)
 
@@ -120,6 +120,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": schedule,
         "beat_max_loop_interval": 5,
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+        # One beat per fleet: others stand by until its lease lapses (shared/beat_lease.py).
+        "beat_scheduler": "shared.beat_lease:LeasedScheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }

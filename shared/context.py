@@ -16,7 +16,7 @@ from shared.coordination import Coordinator
 from shared.customerp.client import CustomerpClient
 from shared.natural_keys import WaveKeys
 from shared.ratelimit import FleetRateLimiter, RateLimitedTransport
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.store.db import Database
 from shared.versions import utcnow
 from shared.wave.auth import token_source
@@ -36,7 +36,7 @@ class Context:
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
         if settings.redis_url is None:
-            raise RuntimeError("WAVESYNC_REDIS_URL must be set for workers and pollers")
+            raise SettingsError(["WAVESYNC_REDIS_URL must be set for workers and pollers"])
         client = redis.Redis.from_url(str(settings.redis_url), health_check_interval=25)
         # Whoever may create records announces it is alive: a create it began is then waited for, not taken over.
         leases.KEEPER.heartbeat_on(client)

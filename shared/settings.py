@@ -6,19 +6,24 @@ and both APIs point at the local sandboxes. `load_settings()` turns a bad value 
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, Field, RedisDsn, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 Entity = Literal["customers", "products", "orders"]
 ENTITIES: tuple[Entity, ...] = ("customers", "products", "orders")
 
 SANDBOX_WAVE_TOKEN = "sandbox-wave-token"  # noqa: S105 - the sandbox's published demo credential
 SANDBOX_CUSTOMERP_KEY = "sandbox-customerp-key"
+# Where the sandboxes run: loopback (`wavesync up`, tests) or the compose file's `sandboxes` service.
+SANDBOX_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "sandboxes"})
 SANDBOX_BUSINESS_ID = "QnVzaW5lc3M6MWRhMmExNzctNzg2OC00NmMxLTgzMzktM2M4NjdlZDJlZGQ5"  # Business:1da2a177-…
 MIN_CONSOLE_SECRET = 12  # console passwords and the session key: shorter ones are refused at start-up
 # Wave's documented OAuth endpoints are `<this>authorize/` and `<this>token/` (reference notes §1).
@@ -38,7 +43,8 @@ class ConflictPolicy(StrEnum):
     WAVE_WINS = "wave_wins"
 
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Finite and at most a year: `inf` or 1e300 would pass `gt=0` and then overflow where Celery turns it into a timedelta.
+PositiveSeconds = Annotated[float, Field(gt=0, le=366 * 86400, allow_inf_nan=False)]
 
 
 class Settings(BaseSettings):
@@ -201,6 +207,33 @@ class Settings(BaseSettings):
                 continue  # the token comes from `wavesync connect wave`
             if url in self.model_fields_set and secret not in self.model_fields_set:
                 raise ValueError(f"WAVESYNC_{secret.upper()} is required when WAVESYNC_{url.upper()} is set")
+            # Compose passes the sandbox's value as a default: a real system given it was simply not configured.
+            published = getattr(self, secret).get_secret_value() in (SANDBOX_CUSTOMERP_KEY, SANDBOX_WAVE_TOKEN)
+            host = urlsplit(str(getattr(self, url))).hostname or ""
+            if published and host not in SANDBOX_HOSTS:
+                raise ValueError(
+                    f"WAVESYNC_{secret.upper()} is the sandbox's published value, but WAVESYNC_{url.upper()} points "
+                    f"at {host}: set that system's own credential"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _backoff_base_within_its_max(self) -> Settings:
+        if self.retry_backoff_base > self.retry_backoff_max:
+            raise ValueError(
+                f"WAVESYNC_RETRY_BACKOFF_BASE ({self.retry_backoff_base:g} s) must not exceed "
+                f"WAVESYNC_RETRY_BACKOFF_MAX ({self.retry_backoff_max:g} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _console_tls_comes_in_pairs(self) -> Settings:
+        # The files themselves are checked by `wavesync console`: other processes need not see them.
+        if (self.console_tls_cert is None) != (self.console_tls_key is None):
+            given, missing = ("cert", "key") if self.console_tls_key is None else ("key", "cert")
+            raise ValueError(
+                f"WAVESYNC_CONSOLE_TLS_{missing.upper()} is required with WAVESYNC_CONSOLE_TLS_{given.upper()}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -263,8 +296,11 @@ class SettingsError(SystemExit):
 def describe_validation_error(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
-        name = "WAVESYNC_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "configuration"
         message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across settings: its message names them
+            lines.append(f"invalid settings: {message}")
+            continue
+        name = "WAVESYNC_" + "_".join(str(p) for p in err["loc"]).upper()
         lines.append(f"invalid setting {name}: {message}")
     return lines
 
@@ -276,3 +312,12 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+    except SourceError as exc:
+        raise SettingsError([describe_source_error(exc)]) from None
+
+
+def describe_source_error(exc: SourceError) -> str:
+    """A value pydantic-settings could not even parse: a list or set setting that is not JSON."""
+    field = re.search(r'field "(\w+)"', str(exc))
+    name = f"WAVESYNC_{field.group(1).upper()}" if field else "configuration"
+    return f'invalid setting {name}: not valid JSON (a list is written like ["customers", "orders"])'

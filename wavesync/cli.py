@@ -42,6 +42,13 @@ def _link_store() -> Iterator[None]:
 
     try:
         yield
+    except OSError as exc:  # the SQLite file's directory cannot be made (WAVESYNC_DATA_DIR under a file, no rights)
+        typer.echo(
+            f"wavesync: cannot open the link store ({exc.strerror or type(exc).__name__}: {exc.filename}); "
+            "check WAVESYNC_DATA_DIR and WAVESYNC_DATABASE_URL",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     except (OperationalError, ProgrammingError) as exc:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         typer.echo(
@@ -137,7 +144,8 @@ def db_upgrade() -> None:
     from shared.store.db import upgrade
 
     settings = _settings()
-    upgrade(settings.database_url)
+    with _link_store():
+        upgrade(settings.database_url)
     typer.echo("database is up to date")
 
 
@@ -366,6 +374,10 @@ def console() -> None:
     if settings.console_password is None or not settings.console_password.get_secret_value():
         typer.echo("wavesync: set WAVESYNC_CONSOLE_PASSWORD (the operator's login) to serve the console", err=True)
         raise typer.Exit(2)
+    for name, path in (("CERT", settings.console_tls_cert), ("KEY", settings.console_tls_key)):
+        if path is not None and not path.is_file():
+            typer.echo(f"wavesync: WAVESYNC_CONSOLE_TLS_{name} names no readable file: {path}", err=True)
+            raise typer.Exit(2)
     from shared import logs
     from wavesync.console.app import serve
 
@@ -396,9 +408,17 @@ def history_command(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a bad setting is one clear line on stderr and exit status 2, never a traceback."""
+    from redis.exceptions import ConnectionError as RedisUnreachable
+    from redis.exceptions import TimeoutError as RedisTimeout
+
     try:
         cli(args=argv, prog_name="wavesync")
     except SettingsError as exc:
         for line in exc.lines:
             print(f"wavesync: {line}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (RedisUnreachable, RedisTimeout) as exc:
+        # An operator's tool (reconcile, dlq) with Redis down; the worker and beat retry the broker themselves.
+        # redis-py's message names the host and port, never the URL's password.
+        print(f"wavesync: cannot reach Redis ({exc}); check WAVESYNC_REDIS_URL and that Redis runs", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -88,6 +88,24 @@ def test_every_queue_has_a_worker_service_and_exactly_one_service_runs_beat() ->
     assert len(beats) == 1, f"beat must run exactly once per deployment, services running it: {beats}"
 
 
+def test_every_long_running_service_comes_back_after_a_crash_or_a_reboot() -> None:
+    # The broker and the link store too: workers that come back to a Redis that stayed down only loop on retries.
+    services = compose.services(compose.load(variables=OPERATOR_SHELL)).values()
+    one_shot = {s.name for s in services if s.command[:3] == ["wavesync", "db", "upgrade"]}
+    assert one_shot == {"migrate"}
+    for service in services:
+        expected = "no" if service.name in one_shot else "unless-stopped"
+        assert service.restart == expected, f"{service.name}: restart is {service.restart!r}, not {expected!r}"
+
+
+def test_the_compose_file_needs_no_variable_to_be_read() -> None:
+    # Compose interpolates the whole file before it starts anything: one `${VAR:?}` would stop even
+    # `docker compose up redis`. A service that needs a secret refuses to start on its own instead.
+    text = (compose.REPO / "docker-compose.yml").read_text(encoding="utf-8")
+    assert not re.findall(r"\$\{[A-Z_]+:?\?", text)
+    assert compose.load(variables={})["services"]
+
+
 def test_the_compose_services_are_the_ones_the_readme_documents() -> None:
     in_file = set(compose.load(variables=OPERATOR_SHELL)["services"])
     documented = readme_services()

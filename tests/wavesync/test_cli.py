@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sandboxes.serve import free_port
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +58,13 @@ def test_help_lists_every_command_with_one_line() -> None:
         ("WAVESYNC_POLL_INTERVAL", "-3", "WAVESYNC_POLL_INTERVAL"),
         ("WAVESYNC_DATABASE_URL", "mysql://x", "WAVESYNC_DATABASE_URL"),
         ("WAVESYNC_CONFLICT_POLICY_ORDERS", "coin_flip", "WAVESYNC_CONFLICT_POLICY_ORDERS"),
+        # A list that is not JSON fails before validation, in pydantic-settings' own parsing.
+        ("WAVESYNC_CREATE_IN_WAVE", "customers", "WAVESYNC_CREATE_IN_WAVE"),
+        # Would pass `> 0` and overflow later, in beat's schedule.
+        ("WAVESYNC_POLL_INTERVAL", "inf", "WAVESYNC_POLL_INTERVAL"),
+        ("WAVESYNC_POLL_INTERVAL", "1e300", "WAVESYNC_POLL_INTERVAL"),
+        ("WAVESYNC_RETRY_BACKOFF_BASE", "500", "must not exceed WAVESYNC_RETRY_BACKOFF_MAX"),
+        ("WAVESYNC_CONSOLE_TLS_CERT", "/etc/hostname", "WAVESYNC_CONSOLE_TLS_KEY is required"),
     ],
 )
 def test_a_bad_setting_is_one_clear_line_and_exit_2(variable: str, value: str, named: str) -> None:
@@ -106,6 +114,71 @@ def test_a_real_system_url_without_its_own_credential_is_refused() -> None:
     result = wavesync("status", env={"WAVESYNC_WAVE_URL": "https://gql.waveapps.com/graphql/public"})
     assert result.returncode == 2
     assert "WAVESYNC_WAVE_TOKEN is required" in result.stderr
+
+
+def test_the_sandbox_credential_is_refused_for_a_real_system() -> None:
+    # What compose passes when the operator set the URL but forgot the key: its default is the sandbox's.
+    result = wavesync(
+        "status",
+        env={
+            "WAVESYNC_CUSTOMERP_URL": "https://erp.example.com",
+            "WAVESYNC_CUSTOMERP_API_KEY": "sandbox-customerp-key",
+        },
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "wavesync: invalid settings: WAVESYNC_CUSTOMERP_API_KEY is the sandbox's published value, but "
+        "WAVESYNC_CUSTOMERP_URL points at erp.example.com: set that system's own credential"
+    ]
+
+
+def test_db_upgrade_makes_a_fresh_data_directory(tmp_path: Path) -> None:
+    data = tmp_path / "not" / "there" / "yet"
+    result = wavesync("db", "upgrade", env={"WAVESYNC_DATA_DIR": str(data)})
+    assert result.returncode == 0, result.stderr
+    assert (data / "wavesync.db").is_file()
+
+
+@pytest.mark.parametrize("command", [("status",), ("history", "customers", "1"), ("db", "upgrade")])
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path, command: tuple[str, ...]) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = wavesync(*command, env={"WAVESYNC_DATA_DIR": str(a_file / "data")})
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("wavesync: cannot open the link store (Not a directory"), line
+    assert "WAVESYNC_DATA_DIR" in line
+
+
+def test_an_operator_tool_without_redis_is_one_line(tmp_path: Path) -> None:
+    env = {"WAVESYNC_DATA_DIR": str(tmp_path)}
+    assert wavesync("db", "upgrade", env=env).returncode == 0
+    unset = wavesync("celery", "inspect", "ping", env=env)
+    assert unset.returncode == 2
+    assert unset.stderr.strip().splitlines() == [
+        "wavesync: WAVESYNC_REDIS_URL is not set: start the embedded Redis with `wavesync up`, or set the variable"
+    ]
+    down = wavesync(
+        "reconcile", "--check", env={**env, "WAVESYNC_REDIS_URL": f"redis://:pw-not-shown@127.0.0.1:{free_port()}/0"}
+    )
+    assert down.returncode == 1, down.stderr
+    assert "Traceback" not in down.stderr
+    assert "pw-not-shown" not in down.stderr
+    assert down.stderr.strip().splitlines()[-1].startswith("wavesync: cannot reach Redis (")
+
+
+def test_a_missing_console_tls_file_is_one_line(tmp_path: Path) -> None:
+    env = {
+        "WAVESYNC_DATA_DIR": str(tmp_path),
+        "WAVESYNC_CONSOLE_PASSWORD": "a-long-enough-password",
+        "WAVESYNC_CONSOLE_TLS_CERT": str(tmp_path / "cert.pem"),
+        "WAVESYNC_CONSOLE_TLS_KEY": str(tmp_path / "key.pem"),
+    }
+    result = wavesync("console", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"wavesync: WAVESYNC_CONSOLE_TLS_CERT names no readable file: {tmp_path / 'cert.pem'}"
+    ]
 
 
 def test_the_readme_documents_every_setting() -> None:
