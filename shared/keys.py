@@ -122,3 +122,8 @@ def credential_refresh_lock_key(system: str) -> str:
 def last_reconcile_key() -> str:
     """JSON of the last reconcile's report (when, check or repair, per entity), for the console."""
     return f"{PREFIX}:reconcile:last"
+
+
+def beat_lease_key() -> str:
+    """The beat lease (shared/beat_lease.py): the process id of the one beat that schedules, on a short TTL."""
+    return f"{PREFIX}:lease:beat"

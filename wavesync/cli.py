@@ -101,7 +101,7 @@ def worker(ctx: typer.Context) -> None:
 def beat(ctx: typer.Context) -> None:
     """Run beat, which schedules pollers and reconcile.
 
-    Run exactly one per deployment.
+    One beat schedules at a time (a lease in Redis); another stands by and takes over if it stops or dies.
     """
     from wavesync.startup import prepare_data_dir, require_migrated
 

@@ -23,9 +23,10 @@ from sandboxes.wave.app import create_app as create_wave_app
 from sandboxes.wave.config import WaveSandboxConfig
 from sandboxes.wave.oauth import OAuthSandboxConfig
 from shared import keys
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.store.db import upgrade
 from wavesync.embedded import EmbeddedRedis
+from wavesync.processes import LockBusy, die_with_parent, lock_exclusively
 
 ALL_QUEUES = ",".join(keys.QUEUES)
 # Sync work waits on HTTP, not the CPU: threads give concurrency without a process per slot (see README).
@@ -109,11 +110,16 @@ def run_sandboxes(settings: Settings, customers: int, products: int, orders: int
 
 
 class Fleet:
-    """Worker and beat as child processes of `wavesync up` / the demo; stopped with a warm shutdown."""
+    """Worker and beat as child processes of `wavesync up` / the demo; stopped with a warm shutdown.
 
-    def __init__(self, env: dict[str, str], log: Path | None = None) -> None:
+    The children get SIGTERM (the same warm shutdown) when the process that started them dies, even by SIGKILL, and
+    inherit the descriptors in `hold` (the data directory's lock), so whatever those lock stays locked until the last
+    child has exited."""
+
+    def __init__(self, env: dict[str, str], log: Path | None = None, *, hold: Sequence[int] = ()) -> None:
         self.env = env
         self.log = log
+        self.hold = tuple(hold)
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, *roles: list[str]) -> None:
@@ -125,6 +131,8 @@ class Fleet:
                     env=self.env,
                     stdout=output,
                     stderr=subprocess.STDOUT if output else None,
+                    pass_fds=self.hold,
+                    preexec_fn=die_with_parent(),
                 )
             )
             if output:
@@ -147,11 +155,47 @@ class Fleet:
         self.processes.clear()
 
 
+# How long a new `up` waits for the children of a killed one to finish their warm shutdown (a worker ends its
+# task, or stops it after worker_soft_shutdown_timeout) before it gives up.
+LEFTOVERS_WAIT_S = 30.0
+
+
+def _busy(exc: LockBusy, what: str) -> SettingsError:
+    if exc.owner_alive:
+        return SettingsError(
+            [
+                f"another `wavesync up` (pid {exc.owner}) is running on {what}: stop it first, or give this one its "
+                "own WAVESYNC_DATA_DIR"
+            ]
+        )
+    pids = ", ".join(str(pid) for pid in exc.holders) or "unknown"
+    return SettingsError([f"processes of an earlier `wavesync up` (pids {pids}) still run on {what}: stop them first"])
+
+
+def hold_data_dir(settings: Settings) -> int:
+    """Lock WAVESYNC_DATA_DIR for this `up` (one line, exit status 2, if another has it); the descriptor to pass on."""
+    path = settings.data_dir / "wavesync.lock"
+    what = f"WAVESYNC_DATA_DIR={settings.data_dir}"
+    try:
+        return lock_exclusively(path)
+    except LockBusy as exc:
+        if exc.owner_alive:
+            raise _busy(exc, what) from None
+    print(f"waiting up to {LEFTOVERS_WAIT_S:.0f} s for the processes of an earlier `wavesync up` to stop")
+    try:
+        return lock_exclusively(path, wait_for_leftovers=LEFTOVERS_WAIT_S)
+    except LockBusy as exc:
+        raise _busy(exc, what) from None
+
+
 def embedded_environment(settings: Settings, stack: ExitStack, *, seed: bool) -> dict[str, str]:
     """Start what is not configured (Redis, sandboxes) and return the environment for the children."""
     env = dict(os.environ)
     if settings.redis_url is None:
-        redis = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis", settings.embedded_redis_port))
+        try:
+            redis = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis", settings.embedded_redis_port))
+        except LockBusy as exc:
+            raise _busy(exc, f"the embedded Valkey's directory {settings.data_dir / 'redis'}") from None
         env["WAVESYNC_REDIS_URL"] = redis.url
         print(f"embedded Valkey on {redis.url}")
     if not ({"customerp_url", "wave_url"} & settings.model_fields_set):
@@ -192,7 +236,12 @@ def preflight(env: dict[str, str]) -> None:
     so a first run shows at once what is wrong. Advice, not a gate: the service runs either way."""
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "wavesync", "doctor"], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "wavesync", "doctor"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=die_with_parent(),
         )
     except subprocess.TimeoutExpired:
         print("preflight: `wavesync doctor` did not finish within 120 s; run it yourself")
@@ -211,9 +260,11 @@ def run_up(settings: Settings, *, seed: bool) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     with ExitStack() as stack:
+        lock = hold_data_dir(settings)
+        stack.callback(os.close, lock)
         env = embedded_environment(settings, stack, seed=seed)
         upgrade(settings.database_url)
-        fleet = Fleet(env)
+        fleet = Fleet(env, hold=(lock,))
         stack.callback(fleet.stop)
         fleet.start(["worker"], ["beat"])
         if console_environment(settings, env):

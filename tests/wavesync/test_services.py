@@ -1,0 +1,102 @@
+"""`wavesync up` owns its data directory: a second `up` is refused, and a killed one takes its children with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sandboxes.serve import free_port
+from tests.wavesync.test_processes import alive, wait_gone
+from wavesync.processes import lock_exclusively
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's"),
+]
+
+
+def children_of(pid: int) -> dict[int, str]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(") ", 1)[1].split()[1])
+            if ppid == pid:
+                found[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def up_environment(data_dir: Path) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("WAVESYNC_")} | {
+        "WAVESYNC_DATA_DIR": str(data_dir),
+        "WAVESYNC_SANDBOX_CUSTOMERP_PORT": str(free_port()),
+        "WAVESYNC_SANDBOX_WAVE_PORT": str(free_port()),
+        "WAVESYNC_CONSOLE_PORT": str(free_port()),
+        "WAVESYNC_LOG_FORMAT": "text",
+    }
+
+
+def test_a_second_up_is_refused_and_a_killed_up_takes_valkey_worker_beat_and_console_with_it(tmp_path: Path) -> None:
+    env = up_environment(tmp_path)
+    log = tmp_path / "up.log"
+    with log.open("wb") as output:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "wavesync", "up", "--no-seed"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while "wavesync is running" not in log.read_text() and time.monotonic() < deadline:
+            assert up.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        children = children_of(up.pid)
+        roles = sorted(
+            next(role for role in ("valkey", "worker", "beat", "console") if role in command)
+            for command in children.values()
+        )
+        assert roles == ["beat", "console", "valkey", "worker"], children
+
+        # A second `up` on the same directory: one line naming the first, exit status 2, nothing started.
+        second = subprocess.run(
+            [sys.executable, "-m", "wavesync", "up", "--no-seed"],
+            env=up_environment(tmp_path),
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert second.stderr.splitlines() == [
+            f"wavesync: another `wavesync up` (pid {up.pid}) is running on WAVESYNC_DATA_DIR={tmp_path}: stop it "
+            "first, or give this one its own WAVESYNC_DATA_DIR"
+        ]
+        assert children_of(up.pid).keys() == children.keys()
+
+        up.kill()  # SIGKILL: no handler runs, nothing is stopped by `up` itself
+        up.wait()
+        deadline = time.monotonic() + 20
+        left = [pid for pid in children if not wait_gone(pid, max(0.0, deadline - time.monotonic()))]
+        assert left == [], {pid: children[pid] for pid in left}
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    # Everything that held the directory is gone, so the next `up` may have it.
+    os.close(lock_exclusively(tmp_path / "wavesync.lock"))
+    os.close(lock_exclusively(tmp_path / "redis" / "valkey.lock"))
