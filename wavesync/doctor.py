@@ -344,20 +344,35 @@ def check_wave(
         if isinstance(credential, Check):
             return [*checks, credential]
         if credential.expires_at is not None and credential.expires_at <= now():
-            # Refreshing it here would rotate the refresh token: a write, which doctor never does.
+            # Refreshing it here would rotate the refresh token: a write, which doctor never does. A warning, not a
+            # failure: an idle deployment's token expires every hour and the next worker call refreshes it.
             expired = credential.expires_at.isoformat(timespec="seconds")
             return [
                 *checks,
                 warn(
                     "wave",
                     "credential",
-                    f"Wave OAuth2 access token expired at {expired}; workers refresh it on next use "
-                    "(the checks that need a token were skipped)",
+                    f"Wave OAuth2 access token expired at {expired}; workers refresh it on next use",
                 ),
+                warn(
+                    "wave",
+                    "business",
+                    f"Wave business {settings.wave_business_id} not verified (the expired token cannot be used; "
+                    "business, currency and income account checks skipped)",
+                    "Run `wavesync doctor` again after a worker has refreshed the token (any sync does).",
+                ),
+                _scope_check(settings, credential),
             ]
         headers = {"Authorization": f"Bearer {credential.token}"}
         variables = {"businessId": settings.wave_business_id}
-        response = http.post(url, json={"query": wave_docs.BUSINESS, "variables": variables}, headers=headers)
+        try:
+            response = http.post(url, json={"query": wave_docs.BUSINESS, "variables": variables}, headers=headers)
+        except httpx.HTTPError as exc:
+            return [
+                *checks,
+                _not_verified(settings, f"did not answer the business query ({type(exc).__name__})"),
+                _scope_check(settings, credential),
+            ]
         try:
             body = response.json()
         except ValueError:
@@ -374,8 +389,18 @@ def check_wave(
                     "or run `wavesync connect wave` for OAuth2.",
                 ),
             ]
+        data = body.get("data") if isinstance(body, dict) else None
+        business = data.get("business") if isinstance(data, dict) else None
+        # Only an answer that says so means "not found": NOT_FOUND, or `business: null` in a clean answer. Anything
+        # else (429, 5xx, an error page, another error code) says nothing about the credential or the business.
+        missing = "NOT_FOUND" in codes or (
+            response.status_code == 200 and isinstance(data, dict) and "business" in data and business is None
+        )
+        if not isinstance(business, dict) and not missing:
+            what = f"answered HTTP {response.status_code}" + (f" ({', '.join(sorted(codes))})" if codes else "")
+            what += " to the business query"
+            return [*checks, _not_verified(settings, what), _scope_check(settings, credential)]
         checks.append(ok("wave", "credential", f"Wave accepts the {credential.kind}"))
-        business = body.get("data", {}).get("business") if isinstance(body, dict) else None
         if not isinstance(business, dict):
             return [
                 *checks,
@@ -383,7 +408,7 @@ def check_wave(
                     "wave",
                     "business",
                     f"Wave business {settings.wave_business_id} not found for this credential "
-                    f"({', '.join(sorted(codes)) or 'no data'})",
+                    f"({', '.join(sorted(codes)) or 'business: null'})",
                     "Set WAVESYNC_WAVE_BUSINESS_ID to the id of a business this credential can reach.",
                 ),
             ]
@@ -391,6 +416,17 @@ def check_wave(
         checks.append(_scope_check(settings, credential))
     checks.extend(_wave_record_checks(settings, credential.token, transport))
     return checks
+
+
+def _not_verified(settings: Settings, what: str) -> Check:
+    """The business query got no usable answer (a timeout, 429, 5xx): neither credential nor business was verified."""
+    return warn(
+        "wave",
+        "business",
+        f"Wave {what}, not verified: credential and business {settings.wave_business_id} "
+        "(business, currency and income account checks skipped)",
+        "Run `wavesync doctor` again in a minute; if it persists, check Wave's status page.",
+    )
 
 
 def _business_checks(settings: Settings, business: dict[str, Any]) -> list[Check]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import sqlite3
 import subprocess
@@ -285,6 +286,53 @@ def test_a_server_clock_beyond_the_poll_overlap_fails(env: dict[str, str], skewe
     assert by_name(relaxed)["customerp.clock_skew"].status == "ok"
 
 
+def test_a_business_id_wave_does_not_know_fails_with_its_fix(env: dict[str, str]) -> None:
+    ghost = DEFAULT_BUSINESS_ID.rstrip("=") + "O0Z"
+    checks = run_doctor(settings_from(env, wave_business_id=ghost))
+    problem = failed(checks)["wave.business"]
+    assert f"Wave business {ghost} not found" in problem.detail
+    assert "WAVESYNC_WAVE_BUSINESS_ID" in problem.fix
+    assert by_name(checks)["wave.credential"].status == "ok"
+
+
+def _seed_sparing_the_first_call(share: float) -> int:
+    """A seed for the Wave sandbox's fault dice that lets the first call through and hits the second (the injector
+    rolls once per call for each fault whose share is set; the counters below check it did)."""
+    return next(s for s in range(1000) if (dice := random.Random(s)).random() >= share and dice.random() < share)
+
+
+@pytest.mark.parametrize(
+    ("faults", "injected", "said"),
+    [
+        ({"max_rps": 1}, "429", "answered HTTP 429 (THROTTLED) to the business query"),
+        ({"error_rate": 0.5, "seed": _seed_sparing_the_first_call(0.5)}, "5xx", "answered HTTP 503"),
+        (
+            {"hang_rate": 0.5, "hang_s": 3, "seed": _seed_sparing_the_first_call(0.5)},
+            "hang",
+            "did not answer the business query (ReadTimeout)",
+        ),
+    ],
+    ids=["429", "503", "timeout"],
+)
+def test_trouble_answering_the_business_query_is_not_verified_not_a_missing_business(
+    env: dict[str, str], wave: ServerThread, faults: dict[str, Any], injected: str, said: str
+) -> None:
+    httpx.delete(f"{wave.url}/_admin/counters").raise_for_status()
+    httpx.patch(f"{wave.url}/_admin/faults", json=faults).raise_for_status()
+    checks = run_doctor(settings_from(env, http_timeout="1"))
+    assert httpx.get(f"{wave.url}/_admin/counters").json()["faults"] == {injected: 1}  # the business query's
+    text = render(checks)
+    assert not [c for c in checks if c.area == "wave" and c.status == "fail"], text
+    assert "Wave accepts" not in text
+    business = by_name(checks)["wave.business"]
+    assert business.status == "warn"
+    assert said in business.detail
+    assert "not verified" in business.detail
+    assert "WAVESYNC_WAVE_BUSINESS_ID" not in text
+    assert by_name(checks)["wave.scopes"].status == "ok"
+    assert_no_secret(text)
+
+
 def test_unreachable_systems_fail_without_a_traceback(env: dict[str, str]) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     checks = run_doctor(settings_from(env, customerp_url=dead, wave_url=f"{dead}/graphql/public"))
@@ -350,10 +398,15 @@ def oauth_env(env: dict[str, str], wave: ServerThread) -> dict[str, str]:
     }
 
 
-def oauth_connect(settings: Settings, wave: ServerThread, *, expired: bool = False) -> datetime:
+ALL_SCOPES = "business:read customer:* product:* invoice:* account:read"
+
+
+def oauth_connect(
+    settings: Settings, wave: ServerThread, *, expired: bool = False, scope: str = "business:read"
+) -> datetime:
     """What `wavesync connect wave` stores, without the browser; the stored expiry."""
     redirect = "http://127.0.0.1:9/callback"
-    code = httpx.post(f"{wave.url}/_admin/oauth/code", json={"redirect_uri": redirect, "scope": "business:read"})
+    code = httpx.post(f"{wave.url}/_admin/oauth/code", json={"redirect_uri": redirect, "scope": scope})
     endpoint = token_endpoint(settings)
     answer = endpoint.exchange_code(code.json()["code"], redirect, None)
     endpoint.close()
@@ -394,7 +447,7 @@ def test_oauth_with_an_expired_access_token_warns_and_refreshes_nothing(
     env: dict[str, str], wave: ServerThread
 ) -> None:
     settings = settings_from(oauth_env(env, wave))
-    expires_at = oauth_connect(settings, wave, expired=True)
+    expires_at = oauth_connect(settings, wave, expired=True, scope=ALL_SCOPES)
     before = credentials.read(Database(settings.database_url), Cipher(settings.secret_keys()), "wave")
     checks = run_doctor(settings)
     credential = by_name(checks)["wave.credential"]
@@ -403,11 +456,31 @@ def test_oauth_with_an_expired_access_token_warns_and_refreshes_nothing(
     assert "workers refresh it on next use" in credential.detail
     assert "! Wave OAuth2 access token expired at" in render(checks)
     assert not [c for c in checks if c.area == "wave" and c.status == "fail"], render(checks)
+    # What could not be checked is said, and what needs no token still is.
+    business = by_name(checks)["wave.business"]
+    assert business.status == "warn"
+    assert f"Wave business {DEFAULT_BUSINESS_ID} not verified" in business.detail
+    assert by_name(checks)["wave.scopes"].status == "ok"
+    assert exit_code(checks) == 0  # an expired token is normal between syncs: a warning, not a failure
     assert refresh_calls(wave) == 0  # doctor never rotates the refresh token
     after = credentials.read(Database(settings.database_url), Cipher(settings.secret_keys()), "wave")
     assert before is not None
     assert after is not None
     assert (after.generation, after.refresh_token) == (before.generation, before.refresh_token)
+
+
+def test_oauth_with_an_expired_access_token_still_checks_the_granted_scopes(
+    env: dict[str, str], wave: ServerThread
+) -> None:
+    settings = settings_from(oauth_env(env, wave))
+    oauth_connect(settings, wave, expired=True, scope="business:read customer:read")
+    checks = run_doctor(settings)
+    problem = failed(checks)["wave.scopes"]
+    assert "lacks" in problem.detail
+    assert "invoice:write" in problem.detail
+    assert "WAVESYNC_WAVE_SCOPES" in problem.fix
+    assert exit_code(checks) == 1
+    assert refresh_calls(wave) == 0
 
 
 def test_oauth_with_a_valid_access_token_passes_with_kind_and_expiry(env: dict[str, str], wave: ServerThread) -> None:

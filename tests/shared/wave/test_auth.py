@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -81,6 +83,13 @@ class Fleet:
         self.db = Database(self.settings.database_url)
         self.redis = redis.Redis.from_url(redis_url)
         self.redis.delete(keys.credential_refresh_lock_key("wave"))
+        self.endpoints: list[TokenEndpoint] = []
+
+    def close(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.close()
+        self.http.close()
+        self.redis.close()
 
     def connect(self, *, expires_in_past: bool = False) -> None:
         """What `wavesync connect wave` does, without the browser: a code, the exchange, the encrypted pair."""
@@ -102,7 +111,9 @@ class Fleet:
     def tokens(self, **kwargs: Any) -> OAuthTokens:
         settings = Settings(**{**self.values, **kwargs.pop("settings", {})})
         cipher = kwargs.pop("cipher", Cipher(settings.secret_keys()))
-        return OAuthTokens(self.db, self.redis, cipher, token_endpoint(settings), **kwargs)
+        endpoint = token_endpoint(settings, transport=kwargs.pop("transport", None))
+        self.endpoints.append(endpoint)
+        return OAuthTokens(self.db, self.redis, cipher, endpoint, **kwargs)
 
     def stored(self) -> credentials.StoredTokens:
         found = credentials.read(self.db, Cipher(self.settings.secret_keys()), "wave")
@@ -122,8 +133,7 @@ def fleet(box: ServerThread, redis_server: EmbeddedRedis, tmp_path: Path) -> Ite
     httpx.post(f"{box.url}/_admin/reset").raise_for_status()
     world = Fleet(box, redis_server.url, tmp_path, Fernet.generate_key().decode())
     yield world
-    world.http.close()
-    world.redis.close()
+    world.close()
 
 
 # ----- the token endpoint's answers, as a table --------------------------------------------------------------------
@@ -137,9 +147,8 @@ def _answer(status: int, body: Any = None, text: str | None = None) -> tuple[int
 TABLE: list[tuple[str, tuple[int, httpx.Headers, bytes], type[Exception]]] = [
     ("not json", _answer(200, text="<html>oops</html>"), TokenEndpointError),
     ("no access_token", _answer(200, {"refresh_token": "r", "expires_in": 60}), TokenEndpointError),
-    ("expires_in not a number", _answer(200, {"access_token": "a", "expires_in": "soon"}), TokenEndpointError),
-    ("expires_in zero", _answer(200, {"access_token": "a", "expires_in": 0}), TokenEndpointError),
-    ("refresh_token not a string", _answer(200, {"access_token": "a", "refresh_token": 5}), TokenEndpointError),
+    ("no access_token, odd expires_in", _answer(200, {"refresh_token": "r", "expires_in": "soon"}), TokenEndpointError),
+    ("empty access_token", _answer(200, {"access_token": "", "refresh_token": "r"}), TokenEndpointError),
     ("invalid_grant", _answer(400, {"error": "invalid_grant"}), GrantRefusedError),
     ("access_denied", _answer(400, {"error": "access_denied"}), GrantRefusedError),
     ("invalid_client", _answer(401, {"error": "invalid_client"}), AuthError),
@@ -169,6 +178,27 @@ def test_an_error_body_echoing_the_client_secret_never_reaches_the_message() -> 
     with pytest.raises(AuthError) as caught_again:
         parse_token_answer(*_answer(400, weird), what="refresh")
     assert DEFAULT_CLIENT_SECRET not in str(caught_again.value)
+
+
+ODD_BUT_USABLE: list[tuple[str, dict[str, Any], tuple[str | None, int]]] = [
+    ("expires_in a numeric string", {"access_token": "a", "refresh_token": "r", "expires_in": "7199.5"}, ("r", 7199)),
+    ("expires_in a float", {"access_token": "a", "refresh_token": "r", "expires_in": 59.9}, ("r", 59)),
+    ("expires_in zero", {"access_token": "a", "refresh_token": "r", "expires_in": 0}, ("r", 3600)),
+    ("expires_in not a number", {"access_token": "a", "refresh_token": "r", "expires_in": "soon"}, ("r", 3600)),
+    ("expires_in negative", {"access_token": "a", "refresh_token": "r", "expires_in": -5}, ("r", 3600)),
+    ("expires_in not finite", {"access_token": "a", "refresh_token": "r", "expires_in": "nan"}, ("r", 3600)),
+    ("expires_in a boolean", {"access_token": "a", "refresh_token": "r", "expires_in": True}, ("r", 3600)),
+    ("refresh_token not a string", {"access_token": "a", "refresh_token": 5, "expires_in": 60}, (None, 60)),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "expected"), ODD_BUT_USABLE, ids=[t[0] for t in ODD_BUT_USABLE])
+def test_an_answer_with_an_access_token_is_taken_even_when_the_rest_is_odd(
+    name: str, body: dict[str, Any], expected: tuple[str | None, int]
+) -> None:
+    """The refresh token it replaced may be spent already: throwing the answer away could disconnect the sync."""
+    answer = parse_token_answer(*_answer(200, body), what="refresh")
+    assert (answer.access_token, answer.refresh_token, answer.expires_in) == ("a", *expected)
 
 
 def test_a_good_answer_without_a_rotated_refresh_token_keeps_none() -> None:
@@ -318,7 +348,9 @@ def test_trouble_at_the_token_endpoint_is_transient_and_keeps_the_refresh_token(
         tokens.token()
     assert not isinstance(caught.value, PausedError)
     assert isinstance(caught.value, MustWaitError)  # nothing went to Wave: the engine holds no write for it
-    assert "refresh token is kept" in str(caught.value)
+    # A hang leaves the call running (Wave may still answer, and that answer will be stored): nothing is "kept".
+    kept = "its answer is stored when it comes" if fault == "hang" else "refresh token is kept"
+    assert kept in str(caught.value)
     assert "\n" not in str(caught.value)
     after = fleet.stored()
     assert (after.state, after.generation, after.refresh_token) == ("connected", 1, before.refresh_token)
@@ -527,3 +559,134 @@ def test_rekey_racing_a_refresh_never_writes_back_the_spent_refresh_token(fleet:
     after = credentials.read(fleet.db, Cipher([new_key]), "wave")  # re-encrypted: the new key alone reads it
     assert after is not None
     assert (after.generation, after.access_token, after.refresh_token) == (2, "a2", "r2")
+
+
+# ----- an answer Wave sent must be stored, whatever happens to the caller -------------------------------------------
+
+
+class _LateAnswers(httpx.BaseTransport):
+    """The real network to the sandbox, with each answer handed over `delay_s` after Wave sent it (Wave rotated the
+    refresh token already), and optionally the answer's `expires_in` rewritten as some servers send it."""
+
+    def __init__(self, delay_s: float = 0.0, *, expires_in: Any = None, drop_expires_in: bool = False) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.delay_s = delay_s
+        self.expires_in = expires_in
+        self.drop_expires_in = drop_expires_in
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        time.sleep(self.delay_s)
+        if self.expires_in is None and not self.drop_expires_in:
+            return response
+        body = json.loads(response.read())
+        if self.drop_expires_in:
+            body.pop("expires_in", None)
+        else:
+            body["expires_in"] = self.expires_in
+        return httpx.Response(response.status_code, json=body)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _SoftTimeLimit(Exception):
+    """Stands in for Celery's SoftTimeLimitExceeded, which a signal raises in the task's thread under prefork."""
+
+
+def _interrupted_after(seconds: float, call: Any) -> None:
+    def soft_limit(_signum: int, _frame: Any) -> None:
+        raise _SoftTimeLimit
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        with pytest.raises(_SoftTimeLimit):
+            call()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_caller_interrupted_while_wave_answers_loses_no_rotated_refresh_token(fleet: Fleet) -> None:
+    fleet.connect(expires_in_past=True)
+    late = _LateAnswers(delay_s=1.5)
+    tokens = fleet.tokens(transport=late)
+    _interrupted_after(0.5, tokens.token)  # the soft time limit fires while Wave's answer is on its way
+    late.delay_s = 0.0
+    # Another process asks while the answer is still on its way: it must wait for it, not spend the old token.
+    other = fleet.tokens().token()
+    stored = fleet.stored()
+    assert (stored.state, stored.generation) == (credentials.CONNECTED, 2)
+    assert other == stored.access_token
+    assert tokens.token() == stored.access_token  # the interrupted process goes on with the stored pair
+    assert fleet.token_calls()["refresh_token"] == 1
+
+
+def test_an_answer_arriving_after_the_callers_deadline_is_stored(fleet: Fleet) -> None:
+    fleet.connect(expires_in_past=True)
+    tokens = fleet.tokens(transport=_LateAnswers(delay_s=1.5), settings={"http_timeout": 0.5})
+    with pytest.raises(TokenEndpointError) as caught:
+        tokens.token()
+    assert "refresh token is kept" not in str(caught.value)  # it is not: Wave may have spent it already
+    assert "its answer is stored when it comes" in str(caught.value)
+    fresh = tokens.token()
+    stored = fleet.stored()
+    assert (stored.state, stored.generation, stored.access_token) == (credentials.CONNECTED, 2, fresh)
+    assert fleet.token_calls()["refresh_token"] == 1
+
+
+def test_a_pair_the_store_refuses_is_kept_in_memory_and_stored_at_the_next_refresh(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fleet.connect(expires_in_past=True)
+    before = fleet.stored()
+    path = fleet.settings.database_url.split("///", 1)[1]
+
+    def rename(old: str, new: str) -> None:
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+    breaks = [lambda: rename("credentials", "credentials_away")]  # every write of the pair fails, at once
+    clock = ManualClock(datetime.now(UTC))
+    tokens = fleet.tokens(after_token_answer=lambda: breaks and breaks.pop()(), store_retry_s=0.01, clock=clock)
+    issued = tokens.token()
+    assert issued != before.access_token
+    assert tokens.token() == issued  # kept for this process: no second refresh
+    client = WaveClient(fleet.settings.wave_url.unicode_string(), tokens, DEFAULT_BUSINESS_ID)
+    with client:
+        assert client.get_business().id == DEFAULT_BUSINESS_ID  # and Wave takes it
+    lost = [r for r in caplog.records if r.levelno >= logging.ERROR and "in memory" in r.getMessage()]
+    assert len(lost) == 1
+    rename("credentials_away", "credentials")
+    assert fleet.stored().generation == before.generation
+    clock.advance(3600 - 30)  # the next refresh uses the refresh token Wave issued last, not the spent one
+    fresh = tokens.token()
+    stored = fleet.stored()
+    assert (stored.state, stored.access_token) == (credentials.CONNECTED, fresh)
+    assert stored.generation > before.generation
+    assert fleet.token_calls()["refresh_token"] == 2
+    for secret in (before.access_token, before.refresh_token, issued, stored.refresh_token):
+        assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"),
+    [("7199.5", 7199), (7199.5, 7199), (" 3600 ", 3600), (0, 3600), ("soon", 3600), (None, 3600)],
+    ids=["numeric string", "float", "padded string", "zero", "not a number", "missing"],
+)
+def test_a_rotated_pair_with_an_odd_expires_in_is_stored(fleet: Fleet, expires_in: Any, lifetime: int) -> None:
+    fleet.connect(expires_in_past=True)
+    before = fleet.stored()
+    odd = _LateAnswers(expires_in=expires_in, drop_expires_in=expires_in is None)
+    tokens = fleet.tokens(transport=odd)
+    started = datetime.now(UTC)
+    fresh = tokens.token()
+    stored = fleet.stored()
+    assert (stored.generation, stored.access_token) == (2, fresh)
+    assert stored.refresh_token != before.refresh_token
+    assert stored.expires_at is not None
+    assert abs((stored.expires_at - started).total_seconds() - lifetime) < 5
+    assert fleet.tokens().refresh(fresh)  # the rotated refresh token works: it was kept
+    assert fleet.stored().generation == 3
