@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     )
     console_tls_cert: Path | None = Field(None, description="TLS certificate of the console (PEM).")
     console_tls_key: Path | None = Field(None, description="TLS private key of the console (PEM).")
+    console_secure_cookie: bool | None = Field(
+        None, description="Mark the console's cookie Secure (unset = when it serves TLS; true behind a TLS proxy)."
+    )
 
     @field_validator("console_password", "console_readonly_password", "console_session_key")
     @classmethod

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.settings import Settings
 from wavesync.console import dead_letters, overview, reconcile, records
-from wavesync.console.auth import authenticate, csrf_ok, current_user, log_in, log_out
+from wavesync.console.auth import SESSION_MAX_AGE, authenticate, csrf_ok, current_user, log_in, log_out
 from wavesync.console.core import Console, console_of
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-FAILED_LOGIN_DELAY = 0.5  # seconds; failures wait their turn, so a process answers at most ~2 of them a second
+FAILED_LOGIN_DELAY = 0.5  # seconds; attempts take turns and a failure holds the turn: at most ~2 guesses a second
 
 
 def _local(target: object) -> str:
@@ -79,17 +80,25 @@ async def login(request: Request) -> Response:
     if not csrf_ok(request, form.get("csrf")):
         return console.render(request, "login.html", status_code=403, error="The form expired: try again.")
     name = str(form.get("username") or "")
-    user = authenticate(console.settings, name, str(form.get("password") or ""))
-    if user is None:
-        host = request.client.host if request.client else "?"
-        log.warning("console login failed for %r from %s", name[:80], host)
-        # One lock per app: parallel guesses queue behind each other instead of each sleeping side by side.
-        # The comparison itself is constant-time.
-        async with request.app.state.failed_login_lock:
+    # Every attempt takes its turn under one lock per app, and a failure sleeps while it holds it: guesses sent in
+    # parallel are checked one after another, at most one per FAILED_LOGIN_DELAY, and a right guess among them is
+    # answered only in its turn (checking before the lock would let it return at once while the wrong ones wait).
+    # The comparison itself is constant-time.
+    async with request.app.state.login_lock:
+        user = authenticate(console.settings, name, str(form.get("password") or ""))
+        if user is None:
+            host = request.client.host if request.client else "?"
+            log.warning("console login failed for %r from %s", name[:80], host)
             await asyncio.sleep(FAILED_LOGIN_DELAY)
+    if user is None:
         return console.render(request, "login.html", status_code=401, error="Wrong user or password.")
     target = _local(request.session.get("next"))
-    log_in(request, user)
+    try:
+        log_in(request, user)
+    except redis.RedisError as exc:
+        log.warning("console login of %s: Redis cannot record the session: %s", user.name, exc)
+        error = "Redis does not answer, so no session can be recorded: try again when it is back."
+        return console.render(request, "login.html", status_code=503, error=error)
     log.info("console login: %s (%s)", user.name, user.role)
     return RedirectResponse(target, status_code=303)
 
@@ -103,6 +112,14 @@ async def logout(request: Request) -> Response:
 
 def tls_configured(settings: Settings) -> bool:
     return settings.console_tls_cert is not None and settings.console_tls_key is not None
+
+
+def secure_cookie(settings: Settings) -> bool:
+    """The cookie's Secure flag: as set (behind a TLS-terminating proxy the console sees plain HTTP, yet browsers
+    speak HTTPS), else on exactly when the console serves TLS itself."""
+    if settings.console_secure_cookie is not None:
+        return settings.console_secure_cookie
+    return tls_configured(settings)
 
 
 def create_app(settings: Settings, *, live_reads: bool = True, console: Console | None = None) -> Starlette:
@@ -132,9 +149,9 @@ def create_app(settings: Settings, *, live_reads: bool = True, console: Console 
             SessionMiddleware,
             secret_key=key,
             session_cookie="wavesync_console",
-            max_age=12 * 3600,
+            max_age=SESSION_MAX_AGE,
             same_site="strict",
-            https_only=tls_configured(settings),  # the Secure flag: only when the console itself serves TLS
+            https_only=secure_cookie(settings),
         ),
     ]
 
@@ -146,7 +163,7 @@ def create_app(settings: Settings, *, live_reads: bool = True, console: Console 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.console = console
     app.state.session_key = key
-    app.state.failed_login_lock = asyncio.Lock()
+    app.state.login_lock = asyncio.Lock()
     return app
 
 

@@ -23,7 +23,7 @@ from shared import logs
 from shared.settings import Settings
 from shared.store.db import Database
 from shared.versions import parse_timestamp
-from wavesync.console.auth import User, csrf_ok, csrf_token, current_user
+from wavesync.console.auth import Sessions, User, csrf_ok, csrf_token, current_user
 
 if TYPE_CHECKING:
     from shared.context import Context
@@ -107,6 +107,9 @@ class Console:
         self._lock = threading.Lock()
         self.reconcile_running: str | None = None  # "check" or "repair" while a background run is on
         self.reconcile_error: str | None = None
+        self.replay_progress: tuple[int, int] | None = None  # (sent, confirmed) while a "replay all matching" runs
+        self.replay_error: str | None = None
+        self.sessions = Sessions(lambda: self.redis)
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("wavesync.console", "templates"),
             autoescape=True,  # every value is escaped: record data is whatever people typed into two systems
@@ -116,7 +119,15 @@ class Console:
             # what the requester sent: the page never differs by whether their input happens to be a secret.
             finalize=self._finalize,
         )
-        self.env.filters.update(when=when, ago=ago, shown=shown, path_part=path_part)
+        # `redacted` is for a value cut (truncate, a slice) or encoded (a URL) before it is shown: finalize would see
+        # only a piece of a secret, or its encoded form, and miss it. Redact first, then cut or encode.
+        self.env.filters.update(
+            when=when,
+            ago=ago,
+            shown=shown,
+            redacted=self._finalize,
+            path_part=lambda value: path_part(self._finalize(value)),
+        )
 
     @property
     def redis(self) -> redis.Redis | None:
@@ -146,6 +157,21 @@ class Console:
 
     def redact(self, text: str) -> str:
         return logs.redact(text, self.settings.secrets())
+
+    def redact_json(self, value: Any) -> str:
+        """A JSON value as indented text with every string (key or value) redacted before it is serialised: once
+        serialised, a secret with `"`, `\\` or non-ASCII in it is no longer the text redaction looks for."""
+
+        def clean(item: Any) -> Any:
+            if isinstance(item, str):
+                return self.redact(item)
+            if isinstance(item, dict):
+                return {clean(str(k)): clean(v) for k, v in item.items()}
+            if isinstance(item, list | tuple):
+                return [clean(v) for v in item]
+            return item
+
+        return json.dumps(clean(value), indent=2, ensure_ascii=False, default=str)
 
     def _finalize(self, value: Any) -> Any:
         if value is None or isinstance(value, Typed | bool | int | float):

@@ -1,17 +1,26 @@
 """The Dead letters pages: a filtered, paginated list (open, resolved or both), one entry in full with both
-systems' current records side by side, and the actions: replay one, the selected or everything a filter matches,
-and purge (after a confirmation page)."""
+systems' current records side by side, and the actions: replay one or the selected, and (each after a confirmation
+page naming how many) replay everything a filter matches, in the background, and purge.
+
+A confirmation names the entries that matched when it was shown: it carries the highest id among them, and the
+action touches only matching entries up to that id, never ones that arrived while the operator read the page."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import redis
 from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from shared import keys
 from shared.deadletters import DeadLetters, Filter
 from shared.settings import ENTITIES
 from shared.store.models import DeadLetter
@@ -19,8 +28,16 @@ from wavesync.console.auth import current_user
 from wavesync.console.core import Console, Typed, action_form, console_of, flash, in_thread, login_redirect, row_id
 from wavesync.console.records import comparison, live_records
 
+log = logging.getLogger(__name__)
+
 PAGE = 50
-COUNT_CAP = 10_000  # a match count stops here: the page says "10,000+" rather than count a huge table
+COUNT_CAP = 10_000  # the list's match count stops here ("10,000+"); a confirmation page counts exactly
+MAX_REASON = 200  # a longer "reason contains" is refused: SQLite refuses LIKE patterns of ~50,000 characters
+BATCH = 500  # ids per replay or purge transaction
+# Held while a "replay all matching" runs (in any console process sharing the Redis): a second one, a double click
+# or another operator, is refused instead of re-queueing everything again. Renewed after each batch.
+REPLAY_LOCK = f"{keys.PREFIX}:lock:console:replay-all"
+REPLAY_LOCK_TTL = 300  # seconds; outlives a batch by far, and frees the lock of a console that died mid-run
 FILTER_FIELDS = ("entity", "status", "error_class", "reason", "since")
 
 
@@ -62,6 +79,68 @@ def _count(console: Console, where: Filter) -> int:
         return int(session.scalar(select(func.count()).select_from(capped)) or 0)
 
 
+def _extent(console: Console, where: Filter) -> tuple[int, int | None]:
+    """How many entries match now, exactly, and the highest id among them: what a confirmation page names."""
+    with console.db.session() as session:
+        count, highest = session.execute(where.apply(select(func.count(DeadLetter.id), func.max(DeadLetter.id)))).one()
+        return int(count or 0), (int(highest) if highest is not None else None)
+
+
+def _confirmed_ids(console: Console, where: Filter, up_to: int) -> list[int]:
+    """The entries a confirmation named: those that match now and were there when it was shown (id <= up_to)."""
+    with console.db.session() as session:
+        query = where.apply(select(DeadLetter.id)).where(DeadLetter.id <= up_to).order_by(DeadLetter.id)
+        return list(session.scalars(query).all())
+
+
+def _batches(where: Filter, ids: list[int]) -> list[Filter]:
+    # The filter stays on: an entry that stopped matching meanwhile (resolved, say) is left alone.
+    return [dataclasses.replace(where, ids=tuple(ids[i : i + BATCH])) for i in range(0, len(ids), BATCH)]
+
+
+def replay_running(console: Console) -> bool:
+    if console.replay_progress is not None:
+        return True
+    try:
+        return console.redis is not None and bool(console.redis.exists(REPLAY_LOCK))
+    except redis.RedisError:
+        return False
+
+
+def start_replay(console: Console, where: Filter, ids: list[int]) -> bool:
+    """Replay these entries in a background thread unless a replay of all matching runs already (here, or in any
+    console on the same Redis); False when one does."""
+    lock = None
+    if console.redis is not None:
+        lock = console.redis.lock(REPLAY_LOCK, timeout=REPLAY_LOCK_TTL, blocking=False, thread_local=False)
+    with console._lock:
+        if console.replay_progress is not None or (lock is not None and not lock.acquire()):
+            return False
+        console.replay_progress = (0, len(ids))
+        console.replay_error = None
+
+    def run() -> None:
+        sent = 0
+        try:
+            for batch in _batches(where, ids):
+                sent += DeadLetters(console.db, console.settings).replay(batch, console.send)
+                console.replay_progress = (sent, len(ids))
+                if lock is not None:
+                    lock.reacquire()
+            log.info("console: replayed %d dead letter(s) of %d confirmed", sent, len(ids))
+        except Exception as exc:  # noqa: BLE001 - a failed run is reported on the page
+            console.replay_error = console.redact(f"the last replay stopped after {sent} of {len(ids)}: {exc}")
+            log.warning("console replay failed: %s", console.replay_error)
+        finally:
+            console.replay_progress = None
+            if lock is not None:
+                with contextlib.suppress(redis.RedisError):  # expired, or Redis gone: nothing left to release
+                    lock.release()
+
+    threading.Thread(target=run, name="console-replay", daemon=True).start()
+    return True
+
+
 def _error_classes(console: Console) -> list[str]:
     with console.db.session() as session:
         return sorted(session.scalars(select(DeadLetter.error_class).distinct()).all())
@@ -75,7 +154,8 @@ def dead_letters(request: Request) -> Response:
     before_id = row_id(request.query_params.get("before"))
     query = _filter_query(where)
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    entries = DeadLetters(console.db).page(where, before_id=before_id, limit=PAGE)
+    too_long = len(where.reason or "") > MAX_REASON
+    entries = [] if too_long else DeadLetters(console.db).page(where, before_id=before_id, limit=PAGE)
     return console.render(
         request,
         "dead_letters.html",
@@ -84,8 +164,13 @@ def dead_letters(request: Request) -> Response:
         where=query,
         filter_query=Typed(urlencode(query)),
         back=Typed(back),
-        matching=_count(console, where),
+        matching=0 if too_long else _count(console, where),
         count_cap=COUNT_CAP,
+        too_long=too_long,
+        max_reason=MAX_REASON,
+        replay_progress=console.replay_progress,
+        replay_elsewhere=replay_running(console) and console.replay_progress is None,
+        replay_error=console.replay_error,
         error_classes=_error_classes(console),
         entities=ENTITIES,
         next_before=entries[-1]["id"] if len(entries) == PAGE else None,
@@ -103,13 +188,22 @@ def dead_letter(request: Request) -> Response:
         return console.render(request, "not_found.html", status_code=404, what="such dead letter")
     live = live_records(console, entry["entity"], entry["customerp_id"], entry["wave_id"])
     rows = comparison(entry["entity"], live, None)
-    return console.render(request, "dead_letter.html", page="dead-letters", entry=entry, live=live, rows=rows)
+    return console.render(
+        request,
+        "dead_letter.html",
+        page="dead-letters",
+        entry=entry,
+        message=console.redact_json(entry["message"]),
+        live=live,
+        rows=rows,
+    )
 
 
 def _selection(form: Any) -> tuple[Filter, str] | None:
     scope = form.get("scope") or "selected"
     if scope == "matching":
-        return parse_filter(form), "every entry matching the filter"
+        where = parse_filter(form)
+        return (where, "every entry matching the filter") if len(where.reason or "") <= MAX_REASON else None
     ids = tuple(i for v in form.getlist("ids") if (i := row_id(v)) is not None)
     if not ids:
         return None
@@ -131,9 +225,25 @@ async def _selected_action(request: Request) -> Response | tuple[Console, Any, F
     _user, form = checked
     selection = _selection(form)
     if selection is None:
-        flash(request, "nothing selected", "warn")
+        too_long = form.get("scope") == "matching"
+        flash(request, f"the reason filter is over {MAX_REASON} characters" if too_long else "nothing selected", "warn")
         return RedirectResponse(_back(form), status_code=303)
     return console_of(request), form, *selection
+
+
+def _confirmation(
+    request: Request, console: Console, form: Any, template: str, count: int, up_to: int, described: str
+) -> Response:
+    # The form as it came (the filter or the ids), plus the highest id this page names.
+    fields = [(k, Typed(str(v))) for k, v in form.multi_items() if k not in ("csrf", "confirm", "up_to")]
+    return console.render(
+        request,
+        template,
+        page="dead-letters",
+        count=f"{count:,}",
+        described=described,
+        fields=[*fields, ("up_to", up_to)],
+    )
 
 
 async def replay(request: Request) -> Response:
@@ -141,8 +251,33 @@ async def replay(request: Request) -> Response:
     if isinstance(selected, Response):
         return selected
     console, form, where, described = selected
-    count = await in_thread(DeadLetters(console.db, console.settings).replay, where, console.send)
-    flash(request, f"replayed {count} dead letter(s) ({described}): each is re-read and synced; see its status")
+    if form.get("scope") != "matching":  # the entries on the page that were ticked: at once
+        count = await in_thread(DeadLetters(console.db, console.settings).replay, where, console.send)
+        flash(request, f"replayed {count} dead letter(s) ({described}): each is re-read and synced; see its status")
+        return RedirectResponse(_back(form), status_code=303)
+    up_to = row_id(form.get("up_to"))
+    if form.get("confirm") != "yes" or up_to is None:
+        count, highest = await in_thread(_extent, console, where)
+        if highest is None:
+            flash(request, "no dead letter matches the filter: nothing to replay", "warn")
+            return RedirectResponse(_back(form), status_code=303)
+        return _confirmation(request, console, form, "confirm_replay.html", count, highest, described)
+    ids = await in_thread(_confirmed_ids, console, where, up_to)
+    try:
+        started = bool(ids) and start_replay(console, where, ids)
+    except redis.RedisError as exc:
+        flash(request, console.redact(f"cannot start the replay: Redis answered {exc}"), "error")
+        return RedirectResponse(_back(form), status_code=303)
+    if not ids:
+        flash(request, "no dead letter matches the filter any more: nothing to replay", "warn")
+    elif started:
+        flash(
+            request,
+            f"replaying {len(ids):,} dead letter(s) ({described}) in the background: each is re-read and synced; "
+            "reload to follow",
+        )
+    else:
+        flash(request, "a replay of all matching entries is already running: wait for it to finish", "warn")
     return RedirectResponse(_back(form), status_code=303)
 
 
@@ -151,13 +286,19 @@ async def purge(request: Request) -> Response:
     if isinstance(selected, Response):
         return selected
     console, form, where, described = selected
-    if form.get("confirm") != "yes":
-        count = await in_thread(_count, console, where)
-        fields = [(k, Typed(str(v))) for k, v in form.multi_items() if k not in ("csrf", "confirm")]
-        return console.render(
-            request, "confirm_purge.html", page="dead-letters", count=count, described=described, fields=fields
-        )
-    count = await in_thread(DeadLetters(console.db, console.settings).purge, where)
+    up_to = row_id(form.get("up_to"))
+    if form.get("confirm") != "yes" or up_to is None:
+        count, highest = await in_thread(_extent, console, where)
+        if highest is None:
+            flash(request, "no dead letter matches: nothing to purge", "warn")
+            return RedirectResponse(_back(form), status_code=303)
+        return _confirmation(request, console, form, "confirm_purge.html", count, highest, described)
+
+    def confirmed() -> int:
+        dead = DeadLetters(console.db, console.settings)
+        return sum(dead.purge(batch) for batch in _batches(where, _confirmed_ids(console, where, up_to)))
+
+    count = await in_thread(confirmed)
     flash(request, f"purged {count} dead letter(s) ({described}); the records stay as they are in both systems")
     back = _back(form)
     return RedirectResponse("/dead-letters" if back.startswith("/dead-letters/") else back, status_code=303)

@@ -30,6 +30,8 @@ from wavesync.console.core import (
 )
 
 HISTORY_PAGE = 50
+# Longer searches are refused: no id, email or name is this long, and SQLite refuses LIKE patterns of ~50,000.
+MAX_QUERY = 200
 
 
 def live_records(console: Console, entity: str, customerp_id: str | None, wave_id: str | None) -> dict[str, Any]:
@@ -110,7 +112,8 @@ def search(request: Request) -> Response:
     entity = request.query_params.get("entity") or None
     entity = entity if entity in ENTITIES else None
     results: list[history.Found] = []
-    if query:
+    too_long = len(query) > MAX_QUERY
+    if query and not too_long:
         with console.db.session() as session:
             results = history.find(session, query, entity=entity)
         if len(results) == 1:
@@ -123,13 +126,17 @@ def search(request: Request) -> Response:
         entity=entity or "",
         entities=ENTITIES,
         results=[(r, record_url(r)) for r in results],
+        too_long=too_long,
+        max_query=MAX_QUERY,
+        status_code=400 if too_long else 200,
     )
 
 
 def record_url(found: history.Found) -> str:
+    # Ids are whatever a system chose: `/`, `?`, `#` or a space in one must not open another record.
     if found.customerp_id:
-        return f"/records/{found.entity}/customerp/{found.customerp_id}"
-    return f"/records/{found.entity}/wave/{found.wave_id}"
+        return f"/records/{path_part(found.entity)}/customerp/{path_part(found.customerp_id)}"
+    return f"/records/{path_part(found.entity)}/wave/{path_part(found.wave_id)}"
 
 
 def _target(request: Request) -> tuple[str, str, str] | None:

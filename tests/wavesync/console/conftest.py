@@ -3,6 +3,7 @@ history (a customer named like an attack among them), and a way to log in throug
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +137,11 @@ def log_in(client: httpx.Client, user: str = "operator", password: str = OPERATO
     answer = client.post("/login", data={"csrf": token, "username": user, "password": password, "next": "/"})
     assert answer.status_code == 200, answer.text[:500]  # followed the redirect to the overview
     return csrf_of(answer.text)
+
+
+def hidden_fields(page: str) -> dict[str, list[str]]:
+    """A confirmation page's form as the browser would submit it (its hidden inputs)."""
+    fields: dict[str, list[str]] = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page):
+        fields.setdefault(html.unescape(name), []).append(html.unescape(value))
+    return fields

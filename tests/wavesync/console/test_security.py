@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +15,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from sandboxes.serve import ServerThread
+from shared import history
 from shared.deadletters import DeadLetters, Filter
 from shared.settings import Settings, describe_validation_error
 from shared.store import links as store
@@ -24,10 +28,16 @@ from tests.wavesync.console.conftest import (
     VIEWER_PASSWORD,
     WAVE_TOKEN,
     XSS,
+    console_settings,
     csrf_of,
+    hidden_fields,
     log_in,
+    seed,
 )
 from wavesync.console.app import FAILED_LOGIN_DELAY, bind_warning, create_app
+from wavesync.console.auth import SESSION_MAX_AGE, Sessions
+from wavesync.console.core import Console
+from wavesync.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +54,9 @@ PAGES = (
 )
 
 
+EVERY_ID = str(2**62)  # a confirmation's "up to" that names every entry: the guards alone must stop these actions
+
+
 def _first_dead_letter(settings: Settings) -> dict[str, Any]:
     [entry] = DeadLetters(Database(settings.database_url)).list(Filter())
     return entry
@@ -53,9 +66,9 @@ def _actions(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
     entry = _first_dead_letter(settings)
     return [
         ("/dead-letters/replay", {"scope": "selected", "ids": str(entry["id"])}),
-        ("/dead-letters/replay", {"scope": "matching", "status": "open"}),
-        ("/dead-letters/purge", {"scope": "selected", "ids": str(entry["id"]), "confirm": "yes"}),
-        ("/dead-letters/purge", {"scope": "matching", "status": "all", "confirm": "yes"}),
+        ("/dead-letters/replay", {"scope": "matching", "status": "open", "confirm": "yes", "up_to": EVERY_ID}),
+        ("/dead-letters/purge", {"scope": "selected", "ids": str(entry["id"]), "confirm": "yes", "up_to": EVERY_ID}),
+        ("/dead-letters/purge", {"scope": "matching", "status": "all", "confirm": "yes", "up_to": EVERY_ID}),
         ("/records/customers/customerp/101/sync", {}),
         ("/records/customers/customerp/101/reconcile", {}),
         ("/reconcile/check", {}),
@@ -122,8 +135,7 @@ def test_an_operator_with_the_token_acts_and_purge_asks_first(client: httpx.Clie
     assert asked.status_code == 200
     assert "Purge 1 dead letter(s)?" in asked.text
     _untouched(settings)
-    confirm = {"csrf": csrf_of(asked.text), "scope": "selected", "ids": str(entry["id"]), "confirm": "yes"}
-    done = client.post("/dead-letters/purge", data=confirm)
+    done = client.post("/dead-letters/purge", data=hidden_fields(asked.text))
     assert "purged 1 dead letter(s)" in done.text
     assert DeadLetters(Database(settings.database_url)).list(Filter()) == []
     # The purge is in the record's history.
@@ -243,6 +255,37 @@ def test_failed_logins_wait_their_turn_and_are_logged_without_the_password(
     assert "wrong-guess" not in caplog.text
 
 
+def test_a_right_guess_among_parallel_wrong_ones_waits_its_turn(client: httpx.Client) -> None:
+    """Checking the password before taking the turn let a right guess return at once while only wrong ones queued:
+    a parallel guesser learned which one was right within milliseconds, far beyond two guesses a second."""
+    wrong = 6
+    clients = [httpx.Client(base_url=str(client.base_url), timeout=30) for _ in range(wrong + 1)]
+    try:
+        tokens = [csrf_of(c.get("/login").text) for c in clients]
+        finished: dict[str, float] = {}
+
+        def attempt(n: int) -> int:
+            password = OPERATOR_PASSWORD if n == wrong else f"wrong-guess-{n}"
+            form = {"csrf": tokens[n], "username": "operator", "password": password}
+            status = clients[n].post("/login", data=form).status_code
+            finished[str(n)] = time.monotonic()
+            return status
+
+        with ThreadPoolExecutor(wrong + 1) as pool:
+            failures = [pool.submit(attempt, n) for n in range(wrong)]
+            time.sleep(FAILED_LOGIN_DELAY)  # the wrong guesses are all queued for their turn by now
+            sent = time.monotonic()
+            right = pool.submit(attempt, wrong)
+            assert right.result() == 303
+            assert [f.result() for f in failures] == [401] * wrong
+        # The first wrong guess had its turn before; the other five were queued ahead of the right one.
+        assert finished[str(wrong)] - sent >= (wrong - 2) * FAILED_LOGIN_DELAY
+        assert sum(t <= finished[str(wrong)] for n, t in finished.items() if n != str(wrong)) >= wrong - 1
+    finally:
+        for each in clients:
+            each.close()
+
+
 def test_a_changed_password_ends_the_sessions_made_with_the_old_one(client: httpx.Client, settings: Settings) -> None:
     log_in(client)
     with ServerThread(create_app(settings, live_reads=False)) as same:
@@ -296,6 +339,39 @@ def test_ids_in_links_are_url_encoded(client: httpx.Client, settings: Settings) 
     assert 'formaction="/records/customers/customerp/a%2Fb%3Fc%23d%20e/sync"' in record.text
 
 
+def test_a_search_that_finds_an_odd_id_opens_that_record(client: httpx.Client, settings: Settings) -> None:
+    odd = "a/b?c#d e"
+    with Database(settings.database_url).session() as session:
+        store.save_link(
+            session,
+            None,
+            entity="customers",
+            customerp_id=odd,
+            wave_id="W-odd",
+            state=Settled({"name": "Odd Ids Ltd", "email": "odd@example.com", "number": "C-odd"}),
+            customerp_version="1",
+            wave_version="2026-01-01T00:00:00.000Z",
+        )
+    log_in(client)
+    encoded = "/records/customers/customerp/a%2Fb%3Fc%23d%20e"
+    found = client.get("/records", params={"q": "W-odd"}, follow_redirects=False)
+    assert found.headers["location"] == encoded
+    opened = client.get("/records", params={"q": "W-odd"})
+    assert opened.url.raw_path.decode() == encoded
+    assert "Odd Ids Ltd" in opened.text
+    # Two results: the list links each the same way.
+    listed = client.get("/records", params={"q": "Ltd"}).text
+    assert f'href="{encoded}"' in listed
+
+
+def test_an_over_long_search_is_refused_with_a_message(client: httpx.Client) -> None:
+    log_in(client)
+    answer = client.get("/records", params={"q": "x" * 60_000})
+    assert answer.status_code == 400
+    assert "The search is too long: at most 200 characters" in answer.text
+    assert client.get("/records", params={"q": "W-101" + " " * 10}).status_code == 200  # spaces are trimmed first
+
+
 def test_a_secret_that_reached_the_data_is_never_shown(client: httpx.Client, settings: Settings) -> None:
     leak = f"Leaky {CP_KEY} & Co"
     with Database(settings.database_url).session() as session:
@@ -332,3 +408,85 @@ def test_a_secret_that_reached_the_data_is_never_shown(client: httpx.Client, set
             assert secret not in html, page
         seen += "Leaky *** &amp; Co" in html
     assert seen >= 3  # the name is shown, redacted: the list, the record, its dead letter
+
+
+def test_secrets_with_html_or_json_special_characters_or_cut_short_are_never_shown(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    """tojson writes & < ' as \\u0026 \\u003c \\u0027 (not what redaction looks for), and a long space-free secret cut
+    by truncate or a slice is no longer the whole secret: both showed part of a secret before."""
+    amp_key = "amp&lt<'key-9f3e2a7c"
+    long_token = "tok" + "7b3e9d1c" * 25  # 203 characters, no space for truncate to break at
+    # The data was written while neither was a configured secret (say, before a key rotation)...
+    before = console_settings(tmp_path, redis_server.url)
+    seed(before)
+    leak = f"Leaky {amp_key} Co token={long_token}"
+    with Database(before.database_url).session() as session:
+        store.record_dead_letter(
+            session,
+            entity="customers",
+            source="customerp",
+            source_id=long_token,
+            customerp_id=long_token,
+            wave_id=None,
+            message={"entity": "customers", "source_id": long_token, "snapshot": {"n": leak, amp_key: 1}},
+            version="1",
+            error_class="InvalidDataError",
+            reason=f"token={long_token} {amp_key}",
+            field_paths=[],
+        )
+        skipped = history.decision(before, "skipped", "customers", "wave", long_token, reason=f"token={long_token}")
+        history.record(session, skipped)
+    # ...and is shown while both are.
+    after = console_settings(tmp_path, redis_server.url, customerp_api_key=amp_key, wave_token=long_token)
+    letters = DeadLetters(Database(after.database_url)).list(Filter(status="all"))
+    with (
+        ServerThread(create_app(after, live_reads=False)) as server,
+        httpx.Client(base_url=server.url, follow_redirects=True, timeout=30) as client,
+    ):
+        log_in(client)
+        pages = ("/", "/dead-letters", *(f"/dead-letters/{e['id']}" for e in letters))
+        fragments = ("9f3e2a7c", "7b3e9d1c")
+        leaked = [page for page in pages if any(f in client.get(page).text for f in fragments)]
+        assert leaked == []
+        entry = client.get(f"/dead-letters/{letters[-1]['id']}").text
+        assert "Leaky *** Co token=***" in entry  # the message is shown, redacted
+
+
+def test_logging_out_ends_the_session_for_a_copied_cookie_too(client: httpx.Client, settings: Settings) -> None:
+    token = log_in(client)
+    with httpx.Client(base_url=str(client.base_url), timeout=30, cookies=client.cookies) as thief:
+        assert thief.get("/", follow_redirects=False).status_code == 200
+        client.post("/logout", data={"csrf": token})
+        answer = thief.get("/", follow_redirects=False)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/login"
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_session_lasts_twelve_hours_after_its_last_use_in_every_console(
+    client: httpx.Client, settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    log_in(client)
+    console = Console(settings, live_reads=False)
+    try:
+        assert console.redis is not None
+        signed = client.cookies["wavesync_console"]
+        key = Sessions.key(json.loads(base64.b64decode(signed.split(".")[0]))["sid"])
+        assert SESSION_MAX_AGE - 60 < console.redis.ttl(key) <= SESSION_MAX_AGE
+        console.redis.expire(key, 100)
+        assert client.get("/", follow_redirects=False).status_code == 200
+        assert console.redis.ttl(key) > SESSION_MAX_AGE - 60  # used: the expiry moved on
+        with ServerThread(create_app(settings, live_reads=False)) as other:
+            assert client.get(f"{other.url}/", follow_redirects=False).status_code == 200  # one session store
+        console.redis.delete(key)  # expired, or deleted by a logout elsewhere
+        assert client.get("/", follow_redirects=False).status_code == 303
+    finally:
+        console.close()
+
+
+def test_the_cookie_can_be_marked_secure_behind_a_tls_proxy(settings: Settings) -> None:
+    behind_proxy = settings.model_copy(update={"console_secure_cookie": True})
+    with ServerThread(create_app(behind_proxy, live_reads=False)) as server:
+        assert "; secure" in httpx.get(f"{server.url}/login").headers["set-cookie"].lower()
+    assert Settings.model_validate({"console_secure_cookie": "false"}).console_secure_cookie is False
