@@ -1,14 +1,18 @@
-"""`wavesync doctor`: a read-only preflight of Redis, the link store, Wave, Customerp and the settings.
+"""`wavesync doctor`: a read-only preflight of Redis, beat, the link store, Wave, Customerp and the settings.
 
 Each check is one line, ✓ (fine), ✗ (the sync will not work: the line says the fix in one sentence) or ! (a
 warning: something doctor could not verify). Nothing here writes to any system: Wave and Customerp are only read,
-Redis is asked for its configuration, the database for its revision (a missing SQLite file is reported, not
-created). Secrets never reach a line: every detail is redacted against `Settings.secrets()` before it is shown.
+Redis is asked for its configuration and the beat lease, the database for its revision (a missing SQLite file is
+reported, not created). The one POST, the OAuth client probe, presents a refresh token that was never issued, so
+the token endpoint has nothing to spend or rotate. Secrets never reach a line: every detail is redacted against
+`Settings.secrets()` before it is shown.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -35,6 +39,9 @@ WAVE_SCOPES_BY_ENTITY: dict[Entity, tuple[str, ...]] = {
 }
 # The Date header has a resolution of one second; a skew within that is not measurable.
 DATE_RESOLUTION_S = 1.0
+# The OAuth client probe's refresh token starts with this, so the token endpoint's logs show what it was.
+PROBE_PREFIX = "wavesync-doctor-probe-"
+_OAUTH_ERROR_CODE = re.compile(r"[a-z_]{1,40}")  # only a well-formed code is shown: a body may echo the secret
 
 
 def utc_now() -> datetime:
@@ -203,6 +210,46 @@ def _config_value(answer: Any, name: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# ----- beat --------------------------------------------------------------------------------------------------------
+
+
+def check_beat(settings: Settings, *, preflight: bool = False) -> list[Check]:
+    """Whether a beat holds the fleet's beat lease (shared/beat_lease.py): without one, nothing polls.
+
+    A warning, not a failure: beat is often started after doctor (by `wavesync up`, which runs doctor as its
+    preflight while the beat it just started is still coming up, or by compose). As that preflight it is not checked."""
+    if settings.redis_url is None:
+        return []  # the embedded Valkey exists only while `wavesync up` runs, and `up` runs the beat
+    if preflight:
+        return [
+            ok("beat", "running", "Beat: started by `wavesync up` with this preflight (`wavesync status` shows it)")
+        ]
+    import redis
+
+    from wavesync.ops import beat_lease
+
+    client = redis.Redis.from_url(str(settings.redis_url), socket_timeout=5, socket_connect_timeout=5)
+    try:
+        lease = beat_lease(client)
+    except redis.RedisError as exc:
+        return [warn("beat", "running", f"Beat not verified: the beat lease cannot be read ({_first_line(exc)})")]
+    finally:
+        client.close()
+    if lease["holder"] is None:
+        return [
+            warn(
+                "beat",
+                "running",
+                "No beat holds the beat lease: no polls or reconciles are scheduled",
+                "Start beat (`wavesync beat`, one per Redis; `wavesync up` and compose's beat service run one); "
+                "ignore this if it is about to start.",
+            )
+        ]
+    renewed = lease["renewed_s_ago"]
+    when = f", lease renewed {renewed:.0f} s ago" if renewed is not None else ""
+    return [ok("beat", "running", f"Beat {lease['holder']} holds the beat lease{when}: polls are scheduled")]
+
+
 # ----- the link store ----------------------------------------------------------------------------------------------
 
 
@@ -320,6 +367,81 @@ def check_wave(
     now: Callable[[], datetime],
     transport: httpx.BaseTransport | None,
     database_ok: bool = True,
+) -> list[Check]:
+    checks = _wave_graphql_checks(settings, now, transport, database_ok)
+    if getattr(settings, "wave_auth", "token") == "oauth":
+        # Right after reachability: the token endpoint is another address, and the client matters even when no
+        # connection is stored yet (`wavesync connect wave` needs it too).
+        first = sum(c.name in ("wave.reachable", "wave.clock_skew") for c in checks)
+        checks.insert(first, check_oauth_client(settings, transport))
+    return checks
+
+
+def check_oauth_client(settings: Settings, transport: httpx.BaseTransport | None) -> Check:
+    """Whether Wave's token endpoint accepts WAVESYNC_WAVE_CLIENT_ID / WAVESYNC_WAVE_CLIENT_SECRET.
+
+    A wrong secret otherwise shows only at the first refresh (AuthError on every call, then dead letters). The probe
+    is a `refresh_token` grant with a random refresh token that was never issued: per RFC 6749 (§3.2.1, §5.2) the
+    server authenticates the client before it looks at the grant, so `invalid_client`/`unauthorized_client` (or
+    HTTP 401) refuses the client and `invalid_grant` means the client got past authentication. It spends nothing:
+    the stored refresh token is not sent, and the probe's was never issued, so nothing is rotated or revoked."""
+    from shared.wave.auth import CLIENT_REFUSED
+
+    # The address shared/wave/auth.py's `token_endpoint` posts to.
+    url = str(settings.wave_oauth_url).rstrip("/") + "/token/"
+    client_id = settings.wave_client_id
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": PROBE_PREFIX + secrets.token_urlsafe(32),
+        "client_id": client_id,
+        "client_secret": settings.wave_client_secret.get_secret_value(),
+    }
+    again = (
+        "Run `wavesync doctor` again in a minute; if it persists, check WAVESYNC_WAVE_OAUTH_URL "
+        "(https://api.waveapps.com/oauth2/) and Wave's status page."
+    )
+    try:
+        with httpx.Client(
+            timeout=settings.http_timeout, transport=transport, verify=settings.verify_tls, follow_redirects=False
+        ) as http:
+            response = http.post(url, data=form, headers={"Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        return warn(
+            "wave",
+            "oauth_client",
+            f"Wave OAuth client not verified: the token endpoint at {url} did not answer ({type(exc).__name__})",
+            again,
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error if isinstance(error, str) and _OAUTH_ERROR_CODE.fullmatch(error) else ""
+    if code in CLIENT_REFUSED or response.status_code == 401:
+        return fail(
+            "wave",
+            "oauth_client",
+            f"Wave's token endpoint refuses the OAuth client {client_id!r} ({code or 'HTTP 401'})",
+            "Check WAVESYNC_WAVE_CLIENT_ID / WAVESYNC_WAVE_CLIENT_SECRET: the id and secret of the application "
+            "in Wave's developer portal (a wrong one fails every token refresh).",
+        )
+    if code == "invalid_grant":
+        return ok("wave", "oauth_client", f"Wave OAuth client {client_id!r}: client credentials accepted")
+    answered = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+    return warn(
+        "wave",
+        "oauth_client",
+        f"Wave OAuth client not verified: the token endpoint answered {answered} to the probe",
+        again,
+    )
+
+
+def _wave_graphql_checks(
+    settings: Settings,
+    now: Callable[[], datetime],
+    transport: httpx.BaseTransport | None,
+    database_ok: bool,
 ) -> list[Check]:
     url = str(settings.wave_url)
     with httpx.Client(timeout=settings.http_timeout, transport=transport, verify=settings.verify_tls) as http:
@@ -724,11 +846,16 @@ def run_doctor(
     *,
     now: Callable[[], datetime] = utc_now,
     transport: httpx.BaseTransport | None = None,
+    preflight: bool = False,
 ) -> list[Check]:
-    """Every check, in display order; never writes anything."""
+    """Every check, in display order; never writes anything. `preflight`: run by `wavesync up` as it starts the
+    fleet (beat is not checked: it is starting at the same time)."""
     checks: list[Check] = []
     with _guard("redis", checks):
         checks.extend(check_redis(settings))
+    if any(c.name == "redis.reachable" and c.status == "ok" for c in checks):  # else said once, above
+        with _guard("beat", checks):
+            checks.extend(check_beat(settings, preflight=preflight))
     database: list[Check] = []
     with _guard("database", database):
         database.extend(check_database(settings))
@@ -745,6 +872,7 @@ def run_doctor(
 
 AREA_TITLES = {
     "redis": "Redis",
+    "beat": "Beat",
     "database": "Link store",
     "wave": "Wave",
     "customerp": "Customerp",
@@ -754,7 +882,7 @@ AREA_TITLES = {
 
 def render(checks: list[Check]) -> str:
     lines: list[str] = []
-    order = ["redis", "database", "wave", "customerp", "contract", "settings"]
+    order = ["redis", "beat", "database", "wave", "customerp", "contract", "settings"]
     for area in order:
         mine = [c for c in checks if c.area == area]
         if mine:

@@ -96,6 +96,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     if settings.redis_url is None:
         report["queues"] = None
         report["rate_limits"] = None
+        report["beat"] = None
         report["note"] = "WAVESYNC_REDIS_URL is not set: queue depths unknown (embedded Redis runs inside `up`)"
     else:
         client = redis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=5, socket_timeout=5)
@@ -109,9 +110,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             for poller in report["pollers"]:
                 stats = client.hgetall(keys.poll_stats_key(poller["system"], poller["entity"]))
                 poller["last_run"] = {k.decode(): v.decode() for k, v in stats.items()}  # type: ignore[union-attr]
+            report["beat"] = beat_lease(client)
         except redis.RedisError as exc:
             report["queues"] = None
             report["rate_limits"] = None
+            report["beat"] = None
             report["note"] = f"Redis unreachable: {exc}"
         finally:
             client.close()
@@ -137,6 +140,40 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "sync_lag_s": lag,
         }
     return report
+
+
+def beat_lease(client: redis.Redis) -> dict[str, Any]:
+    """Which beat holds the fleet's beat lease (shared/beat_lease.py) and how long ago it renewed it.
+
+    `holder` is the lease's `<host>:<pid>` (None: no beat holds it, so nothing is scheduled). The holder renews the
+    lease to a full LEASE_TTL_S each time, so the TTL left tells how long ago it last did."""
+    from shared.beat_lease import LEASE_TTL_S  # brings celery.beat: only where it is needed (status starts fast)
+
+    key = keys.beat_lease_key()
+    with client.pipeline() as pipe:  # one transaction: the value and the TTL of the same moment
+        pipe.get(key)
+        pipe.pttl(key)
+        value, ttl_ms = pipe.execute()
+    if not isinstance(value, bytes):
+        return {"holder": None, "renewed_s_ago": None, "expires_in_s": None}
+    name = value.decode(errors="replace").split(" ", 1)[0]  # "<host>:<pid>:<nonce> <scope>"
+    host, _, rest = name.partition(":")
+    holder = f"{host}:{rest.split(':', 1)[0]}" if rest else host
+    if not isinstance(ttl_ms, int) or ttl_ms < 0:  # -1: a lease without a TTL (not one a beat set)
+        return {"holder": holder, "renewed_s_ago": None, "expires_in_s": None}
+    left = ttl_ms / 1000
+    return {"holder": holder, "renewed_s_ago": round(max(0.0, LEASE_TTL_S - left), 1), "expires_in_s": round(left, 1)}
+
+
+def _describe_beat(beat: dict[str, Any]) -> str:
+    if beat["holder"] is None:
+        return (
+            "! beat: none holds the lease: no polls are scheduled "
+            "(start `wavesync beat`; `wavesync up` and compose's beat service run one)"
+        )
+    renewed = beat["renewed_s_ago"]
+    when = f"lease renewed {renewed:.0f} s ago" if renewed is not None else "lease without a TTL"
+    return f"beat: scheduling ({beat['holder']}), {when}"
 
 
 def wave_connection(settings: Settings, session: Any) -> list[dict[str, Any]]:
@@ -213,6 +250,8 @@ def render_status(report: dict[str, Any]) -> str:
     limits = report.get("rate_limits")
     if limits:
         parts.append("rate limit: " + "; ".join(_describe_limit(system, limit) for system, limit in limits.items()))
+    if report.get("beat") is not None:
+        parts.append(_describe_beat(report["beat"]))
     for connection in report.get("connections") or []:
         parts.append("connection: " + _describe_connection(connection))
     if report.get("note"):

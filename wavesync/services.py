@@ -236,7 +236,7 @@ def preflight(env: dict[str, str]) -> None:
     so a first run shows at once what is wrong. Advice, not a gate: the service runs either way."""
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "wavesync", "doctor"],
+            [sys.executable, "-m", "wavesync", "doctor", "--preflight"],  # beat is starting with it: not checked
             env=env,
             capture_output=True,
             text=True,

@@ -225,12 +225,13 @@ class TokenEndpoint:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        verify: bool = True,
     ) -> None:
         self.url = url
         self.timeout = timeout
         self._client_id = client_id
         self._client_secret = client_secret
-        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
+        self._http = httpx.Client(timeout=timeout, transport=transport, verify=verify, follow_redirects=False)
 
     def __repr__(self) -> str:
         return f"TokenEndpoint(url={self.url!r})"
@@ -291,6 +292,7 @@ def token_endpoint(settings: Settings, transport: httpx.BaseTransport | None = N
         settings.wave_client_secret.get_secret_value(),
         timeout=settings.http_timeout,
         transport=transport,
+        verify=settings.verify_tls,  # as the API clients do (a TLS-inspecting proxy's own CA, WAVESYNC_VERIFY_TLS)
     )
 
 

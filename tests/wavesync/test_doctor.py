@@ -1,7 +1,8 @@
 """`wavesync doctor` against real parts: the sandboxes, a real Valkey, a migrated (or not) SQLite link store.
 
 Every ✗ is provoked for real (a wrong key, an empty database, a business archived through the Wave sandbox's
-/_admin, a Redis with `allkeys-lru`, a Customerp server whose clock is an hour off) and must carry its fix.
+/_admin, a Redis with `allkeys-lru`, a Customerp server whose clock is an hour off, a wrong OAuth client secret) and
+must carry its fix. A beat is "running" when a real BeatLease holds the lease in the session's Valkey.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ from sandboxes.serve import ServerThread, free_port
 from sandboxes.wave import DEFAULT_BUSINESS_ID, WaveSandboxConfig
 from sandboxes.wave import create_app as create_wave_app
 from sandboxes.wave.oauth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from shared import keys
+from shared.beat_lease import BeatLease
 from shared.settings import Settings
 from shared.store import credentials
 from shared.store.credentials import Cipher
 from shared.store.db import Database, upgrade
 from shared.wave.auth import token_endpoint
-from wavesync.doctor import Check, exit_code, render, run_doctor
+from wavesync.doctor import PROBE_PREFIX, Check, exit_code, render, run_doctor
 from wavesync.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,9 +74,11 @@ def migrated(tmp_path: Path) -> str:
 def env(
     redis_server: EmbeddedRedis, customerp: ServerThread, wave: ServerThread, migrated: str, tmp_path: Path
 ) -> dict[str, str]:
-    """The WAVESYNC_* environment of a healthy deployment on the sandboxes; sandboxes reset."""
+    """The WAVESYNC_* environment of a healthy deployment on the sandboxes (no beat yet); sandboxes reset."""
     for server in (customerp, wave):
         httpx.post(f"{server.url}/_admin/reset").raise_for_status()
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.delete(keys.beat_lease_key())
     return {
         "WAVESYNC_REDIS_URL": redis_server.url,
         "WAVESYNC_DATABASE_URL": migrated,
@@ -86,6 +91,19 @@ def env(
         "WAVESYNC_POLL_OVERLAP": "5",
         "WAVESYNC_HTTP_TIMEOUT": "5",
     }
+
+
+BEAT = "beat-host-3:4242:5e1f0c2a"
+
+
+@pytest.fixture
+def beat(redis_server: EmbeddedRedis) -> Iterator[BeatLease]:
+    """A beat holding the fleet's lease, as `wavesync beat` takes it (its owner: process id, then scope)."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        lease = BeatLease(client, f"{BEAT} 0b6e2f1d/pid:[4026531836]")
+        assert lease.hold()
+        yield lease
+        lease.release()
 
 
 def settings_from(env: dict[str, str], **overrides: str) -> Settings:
@@ -106,7 +124,9 @@ def assert_no_secret(text: str) -> None:
     assert WAVE_TOKEN not in text
 
 
-def test_every_check_passes_against_the_sandboxes_with_a_migrated_database(env: dict[str, str]) -> None:
+def test_every_check_passes_against_the_sandboxes_with_a_migrated_database(
+    env: dict[str, str], beat: BeatLease
+) -> None:
     checks = run_doctor(settings_from(env))
     assert failed(checks) == {}, render(checks)
     assert exit_code(checks) == 0
@@ -115,6 +135,7 @@ def test_every_check_passes_against_the_sandboxes_with_a_migrated_database(env: 
         "redis.reachable",
         "redis.eviction_policy",
         "redis.persistence",
+        "beat.running",
         "database.reachable",
         "database.migrated",
         "wave.reachable",
@@ -354,7 +375,7 @@ def wavesync(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def test_the_command_prints_ticks_and_exits_0_when_healthy(env: dict[str, str]) -> None:
+def test_the_command_prints_ticks_and_exits_0_when_healthy(env: dict[str, str], beat: BeatLease) -> None:
     result = wavesync("doctor", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✓ Wave accepts the full-access token" in result.stdout
@@ -429,6 +450,15 @@ def refresh_calls(wave: ServerThread) -> int:
     return calls.get("refresh_token", 0)
 
 
+def still_refreshes(settings: Settings, refresh_token: str) -> bool:
+    """Whether the sandbox still takes `refresh_token` (spending it: only at the end of a test)."""
+    endpoint = token_endpoint(settings)
+    try:
+        return bool(endpoint.refresh(refresh_token).access_token)
+    finally:
+        endpoint.close()
+
+
 def test_oauth_with_a_missing_link_store_warns_and_creates_nothing(
     env: dict[str, str], wave: ServerThread, tmp_path: Path
 ) -> None:
@@ -462,11 +492,13 @@ def test_oauth_with_an_expired_access_token_warns_and_refreshes_nothing(
     assert f"Wave business {DEFAULT_BUSINESS_ID} not verified" in business.detail
     assert by_name(checks)["wave.scopes"].status == "ok"
     assert exit_code(checks) == 0  # an expired token is normal between syncs: a warning, not a failure
-    assert refresh_calls(wave) == 0  # doctor never rotates the refresh token
+    assert by_name(checks)["wave.oauth_client"].status == "ok"
+    assert refresh_calls(wave) == 1  # the client probe's, with a never-issued token: doctor never rotates
     after = credentials.read(Database(settings.database_url), Cipher(settings.secret_keys()), "wave")
     assert before is not None
     assert after is not None
     assert (after.generation, after.refresh_token) == (before.generation, before.refresh_token)
+    assert still_refreshes(settings, after.refresh_token)  # the stored one was not spent
 
 
 def test_oauth_with_an_expired_access_token_still_checks_the_granted_scopes(
@@ -480,7 +512,7 @@ def test_oauth_with_an_expired_access_token_still_checks_the_granted_scopes(
     assert "invoice:write" in problem.detail
     assert "WAVESYNC_WAVE_SCOPES" in problem.fix
     assert exit_code(checks) == 1
-    assert refresh_calls(wave) == 0
+    assert refresh_calls(wave) == 1  # the client probe only
 
 
 def test_oauth_with_a_valid_access_token_passes_with_kind_and_expiry(env: dict[str, str], wave: ServerThread) -> None:
@@ -496,3 +528,105 @@ def test_oauth_with_a_valid_access_token_passes_with_kind_and_expiry(env: dict[s
     assert stored is not None
     assert stored.access_token not in text
     assert stored.refresh_token not in text
+
+
+def test_the_oauth_client_is_probed_and_accepted_without_a_connection(env: dict[str, str], wave: ServerThread) -> None:
+    checks = run_doctor(settings_from(oauth_env(env, wave)))
+    client = by_name(checks)["wave.oauth_client"]
+    assert client.status == "ok", render(checks)
+    assert client.detail == f"Wave OAuth client {DEFAULT_CLIENT_ID!r}: client credentials accepted"
+    # Listed right after reachability, before the (missing) connection it does not need.
+    wave_names = [c.name for c in checks if c.area == "wave"]
+    assert wave_names[:4] == ["wave.reachable", "wave.clock_skew", "wave.oauth_client", "wave.credential"]
+    assert failed(checks)["wave.credential"].detail == "Wave OAuth2 is configured but not connected yet"
+    counters = httpx.get(f"{wave.url}/_admin/oauth").json()
+    assert counters["token_calls"] == {"refresh_token": 1, "total": 1}  # one probe, and nothing issued by it
+    assert counters["grants"] == 0
+    assert DEFAULT_CLIENT_SECRET not in render(checks)
+
+
+def test_a_wrong_oauth_client_secret_fails_with_its_fix_and_is_never_shown(
+    env: dict[str, str], wave: ServerThread
+) -> None:
+    wrong = "not-the-client-secret-8c4d"
+    oauth = oauth_env(env, wave)
+    settings = settings_from(oauth, wave_client_secret=wrong)
+    oauth_connect(settings_from(oauth), wave, scope=ALL_SCOPES)  # connected with the right secret
+    checks = run_doctor(settings)
+    problem = failed(checks)["wave.oauth_client"]
+    assert problem.detail == f"Wave's token endpoint refuses the OAuth client {DEFAULT_CLIENT_ID!r} (invalid_client)"
+    assert problem.fix.startswith("Check WAVESYNC_WAVE_CLIENT_ID / WAVESYNC_WAVE_CLIENT_SECRET")
+    assert exit_code(checks) == 1
+    # The stored access token still works at the GraphQL endpoint: that is not what is wrong.
+    assert by_name(checks)["wave.credential"].status == "ok"
+    result = wavesync("doctor", "--json", env={**oauth, "WAVESYNC_WAVE_CLIENT_SECRET": wrong})
+    assert result.returncode == 1
+    refused = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "wave.oauth_client"]
+    assert [c["status"] for c in refused] == ["fail"]
+    for text in (render(checks), result.stdout + result.stderr):
+        assert wrong not in text
+        assert DEFAULT_CLIENT_SECRET not in text
+        assert PROBE_PREFIX not in text
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ({"endpoint_fault": "error_500"}, "answered HTTP 500 server_error to the probe"),
+        ({"endpoint_fault": "malformed"}, "answered HTTP 200 to the probe"),  # 200 without a token: not a verdict
+        ({"endpoint_fault": "hang", "hang_s": 3}, "did not answer (ReadTimeout)"),
+    ],
+    ids=["500", "malformed", "timeout"],
+)
+def test_trouble_at_the_token_endpoint_leaves_the_oauth_client_not_verified(
+    env: dict[str, str], wave: ServerThread, fault: dict[str, Any], said: str
+) -> None:
+    httpx.patch(f"{wave.url}/_admin/oauth", json={**fault, "endpoint_fault_count": 1}).raise_for_status()
+    checks = run_doctor(settings_from(oauth_env(env, wave), http_timeout="1"))
+    assert httpx.get(f"{wave.url}/_admin/oauth").json()["token_calls"].get("faulted") == 1
+    client = by_name(checks)["wave.oauth_client"]
+    assert client.status == "warn", render(checks)
+    assert client.detail.startswith("Wave OAuth client not verified: the token endpoint")
+    assert said in client.detail
+    assert "WAVESYNC_WAVE_OAUTH_URL" in client.fix
+
+
+def test_token_auth_sends_no_oauth_probe(env: dict[str, str], wave: ServerThread) -> None:
+    checks = run_doctor(settings_from(env))
+    assert "wave.oauth_client" not in by_name(checks)
+    assert httpx.get(f"{wave.url}/_admin/oauth").json()["token_calls"] == {}
+
+
+# ----- beat ---------------------------------------------------------------------------------------------------------
+
+
+def test_no_beat_holding_the_lease_is_a_warning_and_a_holder_is_named(
+    env: dict[str, str], redis_server: EmbeddedRedis
+) -> None:
+    checks = run_doctor(settings_from(env))
+    nobody = by_name(checks)["beat.running"]
+    assert nobody.status == "warn", render(checks)
+    assert nobody.detail == "No beat holds the beat lease: no polls or reconciles are scheduled"
+    assert "`wavesync beat`" in nobody.fix
+    assert exit_code(checks) == 0  # beat may well start after doctor: a warning, not a failure
+    assert render(checks).endswith("0 problem(s), 1 warning(s)")
+    with redis.Redis.from_url(redis_server.url) as client:
+        lease = BeatLease(client, f"{BEAT} 0b6e2f1d/pid:[4026531836]")
+        assert lease.hold()
+        try:
+            held = by_name(run_doctor(settings_from(env)))["beat.running"]
+        finally:
+            lease.release()
+    assert held.status == "ok"
+    assert re.fullmatch(
+        r"Beat beat-host-3:4242 holds the beat lease, lease renewed [01] s ago: polls are scheduled", held.detail
+    )
+
+
+def test_up_s_preflight_does_not_warn_about_the_beat_it_is_starting(env: dict[str, str]) -> None:
+    result = wavesync("doctor", "--preflight", env=env)  # as wavesync/services.py's preflight runs it
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ Beat: started by `wavesync up` with this preflight" in result.stdout
+    assert result.stdout.rstrip().endswith("all checks passed")
+    # Without --preflight the same setup names the missing beat.
+    assert "! No beat holds the beat lease" in wavesync("doctor", env=env).stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ import pytest
 import redis
 
 from shared import keys
+from shared.beat_lease import LEASE_TTL_S, BeatLease, beat_owner
 from shared.deadletters import DeadLetters, Filter
+from shared.leases import process_id
 from shared.store import links as store
 from shared.store.db import Database, upgrade
 from shared.store.link_state import Settled
@@ -311,10 +314,32 @@ def test_status_table_is_readable(ops: Ops) -> None:
     assert "of 2 in flight" in rest[0]
 
 
+def test_status_names_the_beat_holding_the_lease_and_warns_when_none_does(ops: Ops) -> None:
+    assert ops.json("status")["beat"] == {"holder": None, "renewed_s_ago": None, "expires_in_s": None}
+    nobody = ops.run("status")
+    assert nobody.returncode == 0, nobody.stderr
+    assert "! beat: none holds the lease: no polls are scheduled" in nobody.stdout
+    lease = BeatLease(ops.redis, beat_owner())  # as a running `wavesync beat` holds it
+    assert lease.hold()
+    try:
+        ops.redis.pexpire(keys.beat_lease_key(), int((LEASE_TTL_S - 3) * 1000))  # last renewed 3 s ago
+        beat = ops.json("status")["beat"]
+        shown = ops.run("status").stdout
+    finally:
+        lease.release()
+    holder = process_id().rsplit(":", 1)[0]  # this test's host:pid, without the nonce
+    assert beat["holder"] == holder
+    assert 3 <= beat["renewed_s_ago"] < 6
+    assert 9 < beat["expires_in_s"] <= LEASE_TTL_S - 3
+    assert re.search(rf"^beat: scheduling \({re.escape(holder)}\), lease renewed [345] s ago$", shown, re.M)
+    assert "none holds the lease" not in shown
+
+
 def test_status_without_redis_still_reports_what_the_database_knows(ops: Ops) -> None:
     result = ops.run("status", WAVESYNC_REDIS_URL="redis://127.0.0.1:1/0")
     assert result.returncode == 0, result.stderr
     assert "note: Redis unreachable" in result.stdout
+    assert "beat:" not in result.stdout  # unknown, neither claimed nor denied
     customers = next(line for line in result.stdout.splitlines() if line.startswith("customers"))
     assert customers.split()[:5] == ["customers", "?", "?", "3", "2"]
 
