@@ -17,9 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import func, insert, select
 
 from sandboxes.serve import ServerThread
+from shared.beat_lease import BeatLease
 from shared.deadletters import DeadLetters, Filter
 from shared.settings import Settings
 from shared.store import links as store
@@ -53,6 +55,18 @@ def test_the_overview_shows_the_numbers_of_status_json(client: httpx.Client, set
     assert {k: v for k, v in shown.items() if k in expected} == expected
     assert shown["entities.customers.links"] == "2"
     assert shown["entities.customers.dead_letters"] == "1"  # the resolved entry is not counted
+
+
+def test_the_overview_says_which_beat_schedules_or_that_none_does(client: httpx.Client, settings: Settings) -> None:
+    log_in(client)
+    assert status_numbers(client.get("/").text)["beat.holder"] == "none holds the lease: no polls are scheduled"
+    assert settings.redis_url is not None
+    lease = BeatLease(redis.Redis.from_url(str(settings.redis_url)), "beat-host:4242:abcd1234 scope")
+    assert lease.hold()
+    try:
+        assert status_numbers(client.get("/").text)["beat.holder"] == "beat-host:4242"
+    finally:
+        lease.release()
 
 
 def test_resolved_dead_letters_stay_visible_as_resolved(client: httpx.Client) -> None:
