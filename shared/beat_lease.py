@@ -129,6 +129,8 @@ class BeatLease:
 class LeasedScheduler(PersistentScheduler):
     """Celery's persistent scheduler, scheduling only while this beat holds the fleet's beat lease."""
 
+    _store: Any = None  # Celery's open shelf of the schedule file (celery.beat is untyped)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._lease: BeatLease | None = None
         self._schedule_open = False
@@ -141,6 +143,7 @@ class LeasedScheduler(PersistentScheduler):
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self._leading():
+            self._stand_down()
             return STANDBY_POLL_S
         if not self._schedule_open:
             super().setup_schedule()
@@ -148,6 +151,28 @@ class LeasedScheduler(PersistentScheduler):
         interval: float = super().tick(*args, **kwargs)
         # Never sleep past the next renewal: the loop that sends is the one that renews.
         return min(interval, max(0.0, self._renewed_at + RENEW_EVERY_S - time.monotonic()))
+
+    def sync(self) -> None:
+        # Celery's service loop syncs after every sleep, leading or not: only the holder may write the shared file.
+        if self._schedule_open and self._lease is not None and self._lease.held:
+            super().sync()
+
+    def _stand_down(self) -> None:
+        """Not leading (any more): close the schedule file unsynced. Whoever leads now writes it, and this beat
+        reads it afresh if it takes over again, instead of scheduling from (and writing back) its stale copy."""
+        if not self._schedule_open:
+            return
+        self._schedule_open = False
+        store, self._store = self._store, None
+        self._heap = None
+        if store is not None:
+            try:
+                # Celery opens the shelf with writeback: closing it would write the cached (stale) entries back.
+                store.writeback = False
+                store.cache = {}
+                store.close()
+            except Exception as exc:  # noqa: BLE001 - a file we stop using: nothing to recover
+                log.warning("beat: could not close the schedule file on standing down: %s", exc)
 
     def close(self) -> None:
         try:

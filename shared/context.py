@@ -37,7 +37,11 @@ class Context:
     def from_settings(cls, settings: Settings) -> Context:
         if settings.redis_url is None:
             raise SettingsError(["WAVESYNC_REDIS_URL must be set for workers and pollers"])
-        client = redis.Redis.from_url(str(settings.redis_url), health_check_interval=25)
+        # A socket timeout, so a Redis that freezes (rather than closes) fails calls instead of hanging them, and with
+        # them a token refresh holding its lock or a worker's warm shutdown. Blocking commands here wait at most 1 s.
+        client = redis.Redis.from_url(
+            str(settings.redis_url), health_check_interval=25, socket_timeout=15, socket_connect_timeout=5
+        )
         # Whoever may create records announces it is alive: a create it began is then waited for, not taken over.
         leases.KEEPER.heartbeat_on(client)
         limits = max(64, 4 * 16)

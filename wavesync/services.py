@@ -181,6 +181,8 @@ def hold_data_dir(settings: Settings) -> int:
     except LockBusy as exc:
         if exc.owner_alive:
             raise _busy(exc, what) from None
+    except OSError as exc:  # e.g. a lock file another user made
+        raise SettingsError([f"cannot lock {path}: {exc.strerror or type(exc).__name__}; check {what}"]) from None
     print(f"waiting up to {LEFTOVERS_WAIT_S:.0f} s for the processes of an earlier `wavesync up` to stop")
     try:
         return lock_exclusively(path, wait_for_leftovers=LEFTOVERS_WAIT_S)

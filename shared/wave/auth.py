@@ -159,7 +159,8 @@ def _lifetime(value: Any) -> int | None:
             value = float(value.strip())
         except ValueError:
             return None
-    if not isinstance(value, int | float) or not math.isfinite(value) or value < 1:
+    # More than a year is as unusable as less than a second (and 1e12 would overflow the expiry's datetime).
+    if not isinstance(value, int | float) or not math.isfinite(value) or not 1 <= value <= 366 * 86400:
         return None
     return int(value)
 
@@ -253,8 +254,10 @@ class TokenEndpoint:
         """The POST, in this thread; abandoned (a TimeoutException, the connection closed) when its answer is not
         complete within `deadline_s`."""
         give_up = time.monotonic() + deadline_s
+        # httpx's timeouts bound each step (connect, write, one read), not the call, and the deadline is checked
+        # between chunks: with steps of a quarter of it, a server trickling its answer ends the call by 1.25x it.
         with self._http.stream(
-            "POST", self.url, data=form, headers={"Accept": "application/json"}, timeout=deadline_s
+            "POST", self.url, data=form, headers={"Accept": "application/json"}, timeout=deadline_s / 4
         ) as response:
             body = bytearray()
             for chunk in response.iter_bytes():
@@ -352,7 +355,8 @@ class OAuthTokens:
         self.lock_ttl_s = lock_ttl_s if lock_ttl_s is not None else endpoint.timeout + LOCK_MARGIN_S
         # A caller waits `endpoint.timeout` for Wave's answer; the refresh thread waits longer (an answer that comes
         # late is still stored) but gives up well inside the lease, so a holder whose renewals fail is done first.
-        self.call_deadline_s = max(endpoint.timeout, self.lock_ttl_s - LOCK_MARGIN_S / 3)
+        # A call may run a quarter past its deadline (see TokenEndpoint._send): that must still end inside the lease.
+        self.call_deadline_s = max(endpoint.timeout, (self.lock_ttl_s - LOCK_MARGIN_S / 3) / 1.25)
         self.store_retry_s = store_retry_s
         self.lock_wait_s = lock_wait_s if lock_wait_s is not None else self.lock_ttl_s + 5.0
         self.clock = clock
@@ -454,7 +458,9 @@ class OAuthTokens:
                 "on in the background and its answer is stored when it comes",
                 retry_after=self.endpoint.timeout,
             )
-        job.done.wait()  # the answer is in: storing it is bounded by STORE_ATTEMPTS
+        # The answer is in: storing it is bounded by STORE_ATTEMPTS, releasing the lock by Redis's socket timeout.
+        if not job.done.wait(self.lock_wait_s):
+            raise MustWaitError("the Wave token refresh is still being stored", system=self.system, retry_after=1)
         if job.error is not None:
             raise job.error
         assert job.result is not None
@@ -610,7 +616,7 @@ class _Renewal:
 
     def stop(self) -> None:
         self._done.set()
-        self._thread.join()
+        self._thread.join(self._every_s)  # a renewal stuck on a frozen Redis must not hold up the refresh's end
 
 
 def token_source(settings: Settings, db: Database, client: redis.Redis) -> TokenSource:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import shelve
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -166,3 +169,38 @@ def test_of_two_beats_only_the_lease_holder_sends_and_the_other_takes_over_when_
             if beat.poll() is None:
                 beat.kill()
                 beat.wait()
+
+
+def test_a_beat_that_lost_the_lease_never_writes_the_shared_schedule_file(
+    tmp_path: Path, client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """Compose's beats share one schedule file. A beat whose lease lapsed (a stall, a Redis blip) while another took
+    over used to keep its file open and write its stale copy back at every sync, over the new holder's."""
+    from shared.beat_lease import LeasedScheduler
+    from shared.celery_app import app
+
+    schedule = str(tmp_path / "celerybeat-schedule")
+    first = LeasedScheduler(app=app, schedule_filename=schedule, lazy=True)
+    first._lease = BeatLease(client, "host-a:101:aaaa0001 elsewhere")
+    first.tick()
+    assert first._schedule_open  # leading: its file is open
+
+    client.delete(keys.beat_lease_key())  # its lease lapsed; another beat takes over
+    second = LeasedScheduler(app=app, schedule_filename=schedule, lazy=True)
+    second._lease = BeatLease(client, "host-b:202:bbbb0002 elsewhere")
+    second.tick()
+    assert second._schedule_open
+
+    first._renewed_at = -math.inf  # its next tick asks Redis again and finds the lease taken
+    assert first.tick() == STANDBY_POLL_S
+    assert first._store is None
+
+    [name, *_] = sorted(second.schedule)
+    newer = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    second.schedule[name].last_run_at = newer
+    second._do_sync()
+    first._do_sync()  # Celery's loop syncs after every sleep, leading or not
+    first.close()
+    second.close()
+    with shelve.open(schedule, "r") as stored:  # noqa: S301 - the file this test made
+        assert stored["entries"][name].last_run_at == newer

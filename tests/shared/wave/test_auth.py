@@ -188,6 +188,8 @@ ODD_BUT_USABLE: list[tuple[str, dict[str, Any], tuple[str | None, int]]] = [
     ("expires_in negative", {"access_token": "a", "refresh_token": "r", "expires_in": -5}, ("r", 3600)),
     ("expires_in not finite", {"access_token": "a", "refresh_token": "r", "expires_in": "nan"}, ("r", 3600)),
     ("expires_in a boolean", {"access_token": "a", "refresh_token": "r", "expires_in": True}, ("r", 3600)),
+    # Would overflow the expiry's datetime after Wave rotated the refresh token.
+    ("expires_in absurdly long", {"access_token": "a", "refresh_token": "r", "expires_in": 1e12}, ("r", 3600)),
     ("refresh_token not a string", {"access_token": "a", "refresh_token": 5, "expires_in": 60}, (None, 60)),
 ]
 
