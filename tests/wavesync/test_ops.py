@@ -329,9 +329,13 @@ def test_status_names_the_beat_holding_the_lease_and_warns_when_none_does(ops: O
         lease.release()
     holder = process_id().rsplit(":", 1)[0]  # this test's host:pid, without the nonce
     assert beat["holder"] == holder
-    assert 3 <= beat["renewed_s_ago"] < 6
-    assert 9 < beat["expires_in_s"] <= LEASE_TTL_S - 3
-    assert re.search(rf"^beat: scheduling \({re.escape(holder)}\), lease renewed [345] s ago$", shown, re.M)
+    # Read off the TTL left, which only falls while the test's subprocesses start: no upper bound on how long.
+    assert beat["renewed_s_ago"] >= 3
+    assert beat["expires_in_s"] <= LEASE_TTL_S - 3
+    assert abs(beat["renewed_s_ago"] + beat["expires_in_s"] - LEASE_TTL_S) <= 0.2
+    line = re.search(rf"^beat: scheduling \({re.escape(holder)}\), lease renewed (\d+) s ago$", shown, re.M)
+    assert line is not None, shown
+    assert int(line.group(1)) >= 3
     assert "none holds the lease" not in shown
 
 
