@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import or_
+
 from shared import history, keys
 from shared.celery_app import app
 from shared.context import Context, get_context
@@ -25,7 +27,7 @@ from shared.natural_keys import normalise_key
 from shared.refs import LinkLookup, resolve_refs
 from shared.settings import ENTITIES, Entity, load_settings
 from shared.store import links as store
-from shared.store.models import DeadLetter
+from shared.store.models import PURGED, DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +132,17 @@ class Reconciler:
         with ctx.db.session() as session:
             links = list(store.all_links(session, entity))
             entries = list(
-                session.query(DeadLetter).filter(DeadLetter.entity == entity, DeadLetter.resolved_at.is_(None))
+                session.query(DeadLetter).filter(
+                    DeadLetter.entity == entity,
+                    or_(DeadLetter.resolved_at.is_(None), DeadLetter.resolution == PURGED),
+                )
             )
+            # Open entries, and those an operator purged (gave up on): neither is drift to repair. A purged record
+            # that synced after an edit has its entry resolved as synced, and counts again.
             dead = {(d.source, d.source_id) for d in entries}
             dead_deletions = {(d.source, d.source_id) for d in entries if (d.message or {}).get("deleted")}
         report.customerp_records, report.wave_records, report.links = len(cp), len(wave), len(links)
-        report.dead_lettered = len(dead)
+        report.dead_lettered = sum(1 for d in entries if d.resolved_at is None)
         linked_cp = {link.customerp_id for link in links}
         linked_wave = {link.wave_id for link in links}
 

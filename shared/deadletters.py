@@ -3,7 +3,9 @@
 Replay re-enqueues a fresh "re-read this record" message through the normal queue; the entry stays open until
 the record syncs (the worker then marks it resolved: it stays visible, with when and how), and a replay that fails
 again bumps its attempt count. Replaying twice is harmless: the second message finds the record in sync. Listing,
-counting and replay see open entries unless asked otherwise; purge deletes.
+counting and replay see open entries unless asked otherwise. Purge gives up on open entries: they are resolved as
+"purged" and keep the failed version, so pollers and reconcile leave that version alone (only an edit brings the
+record back); purging entries already resolved deletes them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from shared import history, keys
 from shared.messages import ChangeMessage
 from shared.settings import Settings
 from shared.store.db import Database
-from shared.store.models import DeadLetter
+from shared.store.models import PURGED, DeadLetter
 from shared.versions import utcnow
 
 Send = Callable[[str, dict[str, Any], str], None]
@@ -155,22 +157,39 @@ class DeadLetters:
                 rows = session.scalars(select(DeadLetter).where(DeadLetter.id.in_(chunk)).order_by(DeadLetter.id))
                 entries = list(rows)
                 messages = [replay_message(row) for row in entries]
+                # Sent before the replay is recorded: a broker that refuses them rolls the record back, so an entry
+                # never says "replayed" for a message that was not sent (one sent twice is harmless).
+                for message in messages:
+                    send(keys.SYNC_TASK[message.entity], message.to_json(), message.entity)
                 session.execute(update(DeadLetter).where(DeadLetter.id.in_(chunk)).values(replayed_at=utcnow()))
                 self._record(session, "replayed", entries)
-            for message in messages:
-                send(keys.SYNC_TASK[message.entity], message.to_json(), message.entity)
             sent += len(messages)
             if progress:
                 progress(sent, len(ids))
         return sent
 
     def purge(self, where: Filter) -> int:
+        """Give up on the matching open entries and delete the matching resolved ones; returns how many.
+
+        A purged entry is resolved as "purged" rather than deleted: it keeps the version that failed, which pollers
+        (`dead_letter_versions`) and reconcile then leave alone. Deleting it would let the next poll that still sees
+        the record (its overlap window, a quiet system's last page) or the next reconcile repair send it again, and
+        it would be back in the queue within seconds. An edit is a new version: it syncs, or fails anew."""
         with self.db.session() as session:
             ids = session.scalars(where.apply(select(DeadLetter.id))).all()
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                self._record(session, "purged", session.scalars(select(DeadLetter).where(DeadLetter.id.in_(chunk))))
-                session.execute(delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
+                entries = list(session.scalars(select(DeadLetter).where(DeadLetter.id.in_(chunk))))
+                # Split before either statement: the UPDATE also sets `resolved_at` on these objects.
+                open_entries = [e for e in entries if e.resolved_at is None]
+                resolved = [e.id for e in entries if e.resolved_at is not None]
+                self._record(session, "purged", open_entries)
+                session.execute(
+                    update(DeadLetter)
+                    .where(DeadLetter.id.in_([e.id for e in open_entries]))
+                    .values(resolved_at=utcnow(), resolution=PURGED)
+                )
+                session.execute(delete(DeadLetter).where(DeadLetter.id.in_(resolved)))
             return len(ids)
 
     def _record(self, session: Session, kind: str, entries: Any) -> None:

@@ -297,6 +297,10 @@ class System:
         """The convergence checker (`wavesync reconcile --check`): reports only, never writes."""
         return self._reconcile(repair=False)
 
+    def repair(self) -> list[EntityReport]:
+        """`wavesync reconcile`: reports, and sends what drifted through the queues."""
+        return self._reconcile(repair=True)
+
     def _reconcile(self, *, repair: bool, attempts: int = 5) -> list[EntityReport]:
         """One reconcile run; a transient failure (a slow sandbox on a busy machine) means a new run, as the
         scheduled reconcile task would make."""

@@ -413,6 +413,7 @@ def history_command(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a bad setting is one clear line on stderr and exit status 2, never a traceback."""
+    from kombu.exceptions import OperationalError as BrokerUnreachable
     from redis.exceptions import ConnectionError as RedisUnreachable
     from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -422,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in exc.lines:
             print(f"wavesync: {line}", file=sys.stderr)
         raise SystemExit(2) from None
-    except (RedisUnreachable, RedisTimeout) as exc:
+    except (RedisUnreachable, RedisTimeout, BrokerUnreachable) as exc:  # kombu's, when it sends (dlq replay)
         # An operator's tool (reconcile, dlq) with Redis down; the worker and beat retry the broker themselves.
         # redis-py's message names the host and port, never the URL's password.
         print(f"wavesync: cannot reach Redis ({exc}); check WAVESYNC_REDIS_URL and that Redis runs", file=sys.stderr)

@@ -15,7 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from shared.store import link_state
 from shared.store.link_state import LinkState
-from shared.store.models import DeadLetter, Link, Watermark, table_of
+from shared.store.models import PURGED, DeadLetter, Link, Watermark, table_of
 from shared.versions import utcnow
 
 # The statements a sync runs for every record are built once (building one cost more than running it on SQLite), and
@@ -185,7 +185,8 @@ def record_dead_letter(
 
 
 def dead_letter_versions(session: Session, entity: str, system: str, record_ids: Iterable[str]) -> dict[str, str]:
-    """The failed version of each dead-lettered record among `record_ids` (one query per poll page)."""
+    """The failed version of each dead-lettered record among `record_ids` (one query per poll page): open entries
+    and those an operator purged (gave up on at that version)."""
     ids = list(record_ids)
     if not ids:
         return {}
@@ -194,7 +195,7 @@ def dead_letter_versions(session: Session, entity: str, system: str, record_ids:
             DeadLetter.entity == entity,
             DeadLetter.source == system,
             DeadLetter.source_id.in_(ids),
-            DeadLetter.resolved_at.is_(None),
+            or_(DeadLetter.resolved_at.is_(None), DeadLetter.resolution == PURGED),
         )
     ).all()
     return dict(rows)
@@ -207,7 +208,8 @@ _RESOLVE = (
     update(table_of(DeadLetter))
     .where(
         _DEAD.entity == bindparam("b_entity"),
-        _DEAD.resolved_at.is_(None),
+        # A purged entry too: the record synced after all (after an edit), so nothing is given up on any more.
+        or_(_DEAD.resolved_at.is_(None), _DEAD.resolution == PURGED),
         or_(
             and_(_DEAD.source == "customerp", _DEAD.source_id == bindparam("b_customerp_id")),
             and_(_DEAD.source == "wave", _DEAD.source_id == bindparam("b_wave_id")),

@@ -82,6 +82,11 @@ class Watermark(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+# The resolution of a dead letter an operator gave up on: it keeps its failed version, which pollers and reconcile
+# then leave alone (shared/deadletters.py, purge).
+PURGED = "purged"
+
+
 class DeadLetter(Base):
     """A record that could not sync, with a reason a person can act on. One row per record: repeats count."""
 

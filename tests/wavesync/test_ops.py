@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 
+from sandboxes.serve import free_port
 from shared import keys
 from shared.beat_lease import LEASE_TTL_S, BeatLease, beat_owner
 from shared.deadletters import DeadLetters, Filter
@@ -242,13 +243,28 @@ def test_dlq_on_a_database_never_migrated_says_what_to_do(ops: Ops, tmp_path: Pa
     assert "Traceback" not in result.stderr
 
 
-def test_dlq_purge_deletes_without_syncing(ops: Ops) -> None:
+def test_a_replay_redis_refuses_is_one_line_and_not_recorded_as_replayed(ops: Ops) -> None:
+    [first, *_] = ops.entries()
+    down = ops.run("dlq", "replay", str(first["id"]), WAVESYNC_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert down.returncode == 1
+    assert "Traceback" not in down.stderr
+    assert down.stderr.strip().splitlines()[-1].startswith("wavesync: cannot reach Redis (")
+    [after] = [e for e in ops.entries() if e["id"] == first["id"]]
+    assert after["replayed_at"] is None  # nothing was sent, so nothing says it was
+
+
+def test_dlq_purge_gives_up_without_syncing_and_remembers_the_failed_versions(ops: Ops) -> None:
+    with ops.db.session() as session:
+        failed = store.dead_letter_versions(session, "customers", "customerp", ["cus_7", "cus_8"])
     assert ops.json("dlq", "purge", "--reason", "forbidden") == {"purged": 1}
     first = ops.entries()[0]
     assert ops.run("dlq", "purge", str(first["id"])).stdout.strip() == "1 dead letter(s) purged"
     assert ops.json("dlq", "purge", "--all") == {"purged": 1}
+    assert ops.entries() == []
     with ops.db.session() as session:
-        assert store.dead_letter_versions(session, "customers", "customerp", ["cus_7", "cus_8"]) == {}
+        # Pollers still skip the versions given up on: only an edit sends the records again.
+        assert store.dead_letter_versions(session, "customers", "customerp", ["cus_7", "cus_8"]) == failed
+    assert {e["resolution"] for e in ops.entries(status="resolved")} == {"purged"}
     assert ops.queued("customers") == []
 
 

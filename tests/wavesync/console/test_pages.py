@@ -21,6 +21,7 @@ import redis
 from sqlalchemy import func, insert, select
 
 from sandboxes.serve import ServerThread
+from shared import keys
 from shared.beat_lease import BeatLease
 from shared.deadletters import DeadLetters, Filter
 from shared.settings import Settings
@@ -58,10 +59,12 @@ def test_the_overview_shows_the_numbers_of_status_json(client: httpx.Client, set
 
 
 def test_the_overview_says_which_beat_schedules_or_that_none_does(client: httpx.Client, settings: Settings) -> None:
+    assert settings.redis_url is not None
+    shared_redis = redis.Redis.from_url(str(settings.redis_url))
+    shared_redis.delete(keys.beat_lease_key())  # the session's Redis: a killed test beat's lease may linger 15 s
     log_in(client)
     assert status_numbers(client.get("/").text)["beat.holder"] == "none holds the lease: no polls are scheduled"
-    assert settings.redis_url is not None
-    lease = BeatLease(redis.Redis.from_url(str(settings.redis_url)), "beat-host:4242:abcd1234 scope")
+    lease = BeatLease(shared_redis, "beat-host:4242:abcd1234 scope")
     assert lease.hold()
     try:
         assert status_numbers(client.get("/").text)["beat.holder"] == "beat-host:4242"
