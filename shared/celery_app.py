@@ -32,7 +32,10 @@ TASK_MODULES = [
 def broker_url(settings: Settings) -> str:
     if settings.redis_url is None:
         raise SettingsError(
-            ["WAVESYNC_REDIS_URL is not set: start the embedded Redis with `wavesync up`, or set the variable"]
+            [
+                "WAVESYNC_REDIS_URL is not set: set it to your Redis, or to the address a running `wavesync up` "
+                "printed (`embedded Valkey on redis://...`)"
+            ]
         )
     return str(settings.redis_url)
 

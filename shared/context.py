@@ -36,7 +36,12 @@ class Context:
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
         if settings.redis_url is None:
-            raise SettingsError(["WAVESYNC_REDIS_URL must be set for workers and pollers"])
+            raise SettingsError(
+                [
+                    "WAVESYNC_REDIS_URL is not set: set it to your Redis, or to the address a running `wavesync up` "
+                    "printed (`embedded Valkey on redis://...`)"
+                ]
+            )
         # A socket timeout, so a Redis that freezes (rather than closes) fails calls instead of hanging them, and with
         # them a token refresh holding its lock or a worker's warm shutdown. Blocking commands here wait at most 1 s.
         client = redis.Redis.from_url(

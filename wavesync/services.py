@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,33 @@ def hold_data_dir(settings: Settings) -> int:
         raise _busy(exc, what) from None
 
 
+def sandboxes_embedded(settings: Settings) -> bool:
+    """Whether `up` serves the sandboxes itself (neither system's URL is configured)."""
+    return not ({"customerp_url", "wave_url"} & settings.model_fields_set)
+
+
+def start_sandbox_state_afresh(settings: Settings) -> list[Path]:
+    """With embedded sandboxes, remove what an earlier run left in WAVESYNC_DATA_DIR; returns what it removed.
+
+    The sandboxes keep their records in memory and are seeded anew on every start, so the links, watermarks and dead
+    letters of an earlier run would name records that no longer exist (reconcile then finds dozens of "deleted" and
+    the workers dead-letter "no longer exists"). Only files in the data directory go: the SQLite link store and the
+    embedded Valkey's files. Against real systems (either URL set) nothing is touched."""
+    if not sandboxes_embedded(settings):
+        return []
+    data = settings.data_dir.resolve()
+    doomed: list[Path] = []
+    if settings.database_url.startswith("sqlite:"):
+        store = Path(settings.database_url.split("///", 1)[-1]).resolve()
+        if store.parent == data:
+            doomed += [p for p in (store, Path(f"{store}-wal"), Path(f"{store}-shm")) if p.exists()]
+    if settings.redis_url is None and (data / "redis").is_dir():
+        doomed.append(data / "redis")
+    for path in doomed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return doomed
+
+
 def embedded_environment(settings: Settings, stack: ExitStack, *, seed: bool) -> dict[str, str]:
     """Start what is not configured (Redis, sandboxes) and return the environment for the children."""
     env = dict(os.environ)
@@ -200,12 +228,20 @@ def embedded_environment(settings: Settings, stack: ExitStack, *, seed: bool) ->
             raise _busy(exc, f"the embedded Valkey's directory {settings.data_dir / 'redis'}") from None
         env["WAVESYNC_REDIS_URL"] = redis.url
         print(f"embedded Valkey on {redis.url}")
-    if not ({"customerp_url", "wave_url"} & settings.model_fields_set):
-        boxes = stack.enter_context(
-            running_sandboxes(
-                settings, customerp_port=settings.sandbox_customerp_port, wave_port=settings.sandbox_wave_port
+    if sandboxes_embedded(settings):
+        try:
+            boxes = stack.enter_context(
+                running_sandboxes(
+                    settings, customerp_port=settings.sandbox_customerp_port, wave_port=settings.sandbox_wave_port
+                )
             )
-        )
+        except RuntimeError as exc:  # a port in use: another `up`, or `wavesync sandbox`, on this host
+            raise SettingsError(
+                [
+                    f"{exc} (its port is probably in use: another `wavesync up` or `wavesync sandbox`?); set "
+                    "WAVESYNC_SANDBOX_CUSTOMERP_PORT and WAVESYNC_SANDBOX_WAVE_PORT to free ports"
+                ]
+            ) from None
         env["WAVESYNC_CUSTOMERP_URL"] = boxes.customerp_url
         env["WAVESYNC_WAVE_URL"] = boxes.wave_url
         env["WAVESYNC_WAVE_OAUTH_URL"] = f"{boxes.wave.url}/oauth2/"
@@ -264,6 +300,11 @@ def run_up(settings: Settings, *, seed: bool) -> int:
     with ExitStack() as stack:
         lock = hold_data_dir(settings)
         stack.callback(os.close, lock)
+        if start_sandbox_state_afresh(settings):
+            print(
+                "embedded sandboxes start with new records every run: so does the sync state (the earlier run's "
+                "links and Redis data in WAVESYNC_DATA_DIR were removed)"
+            )
         env = embedded_environment(settings, stack, seed=seed)
         upgrade(settings.database_url)
         fleet = Fleet(env, hold=(lock,))

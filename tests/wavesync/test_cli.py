@@ -156,7 +156,8 @@ def test_an_operator_tool_without_redis_is_one_line(tmp_path: Path) -> None:
     unset = wavesync("celery", "inspect", "ping", env=env)
     assert unset.returncode == 2
     assert unset.stderr.strip().splitlines() == [
-        "wavesync: WAVESYNC_REDIS_URL is not set: start the embedded Redis with `wavesync up`, or set the variable"
+        "wavesync: WAVESYNC_REDIS_URL is not set: set it to your Redis, or to the address a running `wavesync up` "
+        "printed (`embedded Valkey on redis://...`)"
     ]
     down = wavesync(
         "reconcile", "--check", env={**env, "WAVESYNC_REDIS_URL": f"redis://:pw-not-shown@127.0.0.1:{free_port()}/0"}

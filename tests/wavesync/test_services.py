@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from sandboxes.serve import free_port
+from shared.settings import Settings
 from tests.wavesync.test_processes import alive, wait_gone
 from wavesync.processes import lock_exclusively
+from wavesync.services import start_sandbox_state_afresh
 
 pytestmark = [
     pytest.mark.integration,
@@ -100,3 +102,33 @@ def test_a_second_up_is_refused_and_a_killed_up_takes_valkey_worker_beat_and_con
     # Everything that held the directory is gone, so the next `up` may have it.
     os.close(lock_exclusively(tmp_path / "wavesync.lock"))
     os.close(lock_exclusively(tmp_path / "redis" / "valkey.lock"))
+
+
+def _settings_for(data_dir: Path, **given: str) -> Settings:
+    # As `wavesync up` on embedded defaults would have them (the test process's own WAVESYNC_* left out).
+    return Settings(data_dir=data_dir, redis_url=None, database_url=f"sqlite:///{data_dir / 'wavesync.db'}", **given)
+
+
+def _an_earlier_run(data_dir: Path) -> list[Path]:
+    left = [data_dir / "wavesync.db", data_dir / "wavesync.db-wal", data_dir / "redis" / "appendonlydir" / "x.aof"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("an earlier run's")
+    (data_dir / "celerybeat-schedule").write_text("kept")
+    return left
+
+
+def test_embedded_sandboxes_start_the_sync_state_afresh_and_real_systems_keep_it(tmp_path: Path) -> None:
+    """The embedded sandboxes are seeded anew on every `up`: links and watermarks from an earlier run would name
+    records that no longer exist (a new operator's second `up` found 37 problems in `reconcile --check`)."""
+    embedded = tmp_path / "embedded"
+    _an_earlier_run(embedded)
+    removed = start_sandbox_state_afresh(_settings_for(embedded))
+    assert sorted(p.name for p in removed) == ["redis", "wavesync.db", "wavesync.db-wal"]
+    assert sorted(p.name for p in embedded.iterdir()) == ["celerybeat-schedule"]
+
+    real = tmp_path / "real"
+    left = _an_earlier_run(real)
+    customerp = {"customerp_url": "http://127.0.0.1:1", "customerp_api_key": "a-real-key"}
+    assert start_sandbox_state_afresh(_settings_for(real, **customerp)) == []
+    assert all(path.exists() for path in left)
