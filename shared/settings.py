@@ -6,7 +6,11 @@ and both APIs point at the local sandboxes. `load_settings()` turns a bad value 
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import AnyHttpUrl, Field, RedisDsn, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
+
+log = logging.getLogger(__name__)
 
 Entity = Literal["customers", "products", "orders"]
 ENTITIES: tuple[Entity, ...] = ("customers", "products", "orders")
@@ -70,7 +76,7 @@ class Settings(BaseSettings):
     )
     wave_token: SecretStr = Field(SecretStr(SANDBOX_WAVE_TOKEN), description="Wave Bearer token.")
     wave_business_id: str = Field(SANDBOX_BUSINESS_ID, min_length=1, description="Wave business to sync with.")
-    wave_currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="The Wave business's currency.")
+    wave_currency: str = Field("USD", description="The Wave business's currency.")
     wave_income_account_id: str | None = Field(
         None, description="Income account for products created in Wave (unset = the first income account)."
     )
@@ -195,6 +201,13 @@ class Settings(BaseSettings):
             values = {**values, "database_url": f"sqlite:///{Path(values['data_dir']) / 'wavesync.db'}"}
         return values
 
+    @field_validator("wave_currency")
+    @classmethod
+    def _currency_is_an_iso_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(f"must be a three-letter ISO 4217 code in capitals, e.g. USD (not {value[:20]!r})")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_supported(cls, value: str) -> str:
@@ -312,11 +325,28 @@ def describe_validation_error(exc: ValidationError) -> list[str]:
 def load_settings() -> Settings:
     """The process-wide settings; raises SettingsError (never a traceback) when a value is wrong."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
     except SourceError as exc:
         raise SettingsError([describe_source_error(exc)]) from None
+    for line in misspelt_settings(os.environ):
+        log.warning("%s", line)
+    return settings
+
+
+def misspelt_settings(environ: Mapping[str, str]) -> list[str]:
+    """A WAVESYNC_ variable that is no setting but close to one: most likely a typo, which would otherwise be
+    ignored without a word (only close names: other tools' WAVESYNC_ variables are not ours to judge)."""
+    names = {name.upper() for name in Settings.model_fields}
+    lines = []
+    for variable in sorted(environ):
+        name = variable.removeprefix("WAVESYNC_")
+        if name != variable and name not in names:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)  # the shared prefix would flatter
+            if close:
+                lines.append(f"{variable} is not a setting (ignored): did you mean WAVESYNC_{close[0]}?")
+    return lines
 
 
 def describe_source_error(exc: SourceError) -> str:

@@ -383,6 +383,18 @@ def console() -> None:
         if path is not None and not path.is_file():
             typer.echo(f"wavesync: WAVESYNC_CONSOLE_TLS_{name} names no readable file: {path}", err=True)
             raise typer.Exit(2)
+    import socket
+
+    try:  # uvicorn would log the bind error after "console on ..." and exit 3: say it first, with the setting
+        with socket.create_server((settings.console_host, settings.console_port)):
+            pass
+    except OSError as exc:
+        typer.echo(
+            f"wavesync: cannot serve the console on {settings.console_host}:{settings.console_port} "
+            f"({exc.strerror or exc}): another console or `wavesync up` there? Set WAVESYNC_CONSOLE_PORT",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     from shared import logs
     from wavesync.console.app import serve
 

@@ -64,6 +64,7 @@ def test_help_lists_every_command_with_one_line() -> None:
         ("WAVESYNC_POLL_INTERVAL", "inf", "WAVESYNC_POLL_INTERVAL"),
         ("WAVESYNC_POLL_INTERVAL", "1e300", "WAVESYNC_POLL_INTERVAL"),
         ("WAVESYNC_RETRY_BACKOFF_BASE", "500", "must not exceed WAVESYNC_RETRY_BACKOFF_MAX"),
+        ("WAVESYNC_WAVE_CURRENCY", "usd", "three-letter ISO 4217 code in capitals, e.g. USD (not 'usd')"),
         ("WAVESYNC_CONSOLE_TLS_CERT", "/etc/hostname", "WAVESYNC_CONSOLE_TLS_KEY is required"),
     ],
 )
@@ -114,6 +115,13 @@ def test_a_real_system_url_without_its_own_credential_is_refused() -> None:
     result = wavesync("status", env={"WAVESYNC_WAVE_URL": "https://gql.waveapps.com/graphql/public"})
     assert result.returncode == 2
     assert "WAVESYNC_WAVE_TOKEN is required" in result.stderr
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant() -> None:
+    result = wavesync("status", env={"WAVESYNC_POLL_INTERVALL": "5", "WAVESYNC_SOAK_SEED": "3"})
+    lines = result.stderr.splitlines()
+    assert "WAVESYNC_POLL_INTERVALL is not a setting (ignored): did you mean WAVESYNC_POLL_INTERVAL?" in lines
+    assert not any("SOAK_SEED" in line for line in lines)  # not close to any setting: another tool's, left alone
 
 
 def test_the_sandbox_credential_is_refused_for_a_real_system() -> None:
@@ -180,6 +188,23 @@ def test_a_missing_console_tls_file_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"wavesync: WAVESYNC_CONSOLE_TLS_CERT names no readable file: {tmp_path / 'cert.pem'}"
     ]
+
+
+def test_a_console_port_in_use_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {
+            "WAVESYNC_DATA_DIR": str(tmp_path),
+            "WAVESYNC_CONSOLE_PASSWORD": "a-long-enough-password",
+            "WAVESYNC_CONSOLE_PORT": str(port),
+        }
+        result = wavesync("console", env=env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"wavesync: cannot serve the console on 127.0.0.1:{port} (")
+    assert line.endswith("Set WAVESYNC_CONSOLE_PORT")
 
 
 def test_the_readme_documents_every_setting() -> None:

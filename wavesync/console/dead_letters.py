@@ -199,11 +199,25 @@ def dead_letter(request: Request) -> Response:
     )
 
 
+def _describe(where: Filter) -> str:
+    """The filter in words, for the confirmation and the flash: the operator sees what "all matching" means."""
+    parts = [f"{where.status} entries" if where.status != "all" else "entries of any status"]
+    if where.entity:
+        parts.append(f"of {where.entity}")
+    if where.error_class:
+        parts.append(f"failing with {where.error_class}")
+    if where.reason:
+        parts.append(f"whose reason contains “{where.reason}”")
+    if where.since is not None:
+        parts.append(f"that failed since {where.since:%Y-%m-%d %H:%M} UTC")
+    return "every one of the " + " ".join(parts) if len(parts) > 1 else f"every one of the {parts[0]} (no filter)"
+
+
 def _selection(form: Any) -> tuple[Filter, str] | None:
     scope = form.get("scope") or "selected"
     if scope == "matching":
         where = parse_filter(form)
-        return (where, "every entry matching the filter") if len(where.reason or "") <= MAX_REASON else None
+        return (where, _describe(where)) if len(where.reason or "") <= MAX_REASON else None
     ids = tuple(i for v in form.getlist("ids") if (i := row_id(v)) is not None)
     if not ids:
         return None

@@ -192,6 +192,7 @@ def test_purge_all_matching_names_the_exact_count_and_purges_only_what_was_confi
     filtered = {"csrf": token, "scope": "matching", "entity": "products", "status": "open"}
     asked = client.post("/dead-letters/purge", data=filtered)
     assert "Purge 10,001 dead letter(s)?" in asked.text
+    assert "Every one of the open entries of products:" in asked.text  # what "all matching" means, in words
     assert len(_open(settings, "products")) == COUNT_CAP + 1  # asking changed nothing
     _add_dead_letters(settings, "products", ["P-arrived-meanwhile"])
     done = client.post("/dead-letters/purge", data=hidden_fields(asked.text))
@@ -240,7 +241,7 @@ def test_replay_all_matching_asks_first_runs_in_the_background_once_and_only_wha
     _add_dead_letters(settings, "products", ["P-arrived-meanwhile"])
     confirmed = hidden_fields(asked.text)
     started = client.post("/dead-letters/replay", data=confirmed)
-    assert "replaying 4 dead letter(s) (every entry matching the filter) in the background" in started.text
+    assert "replaying 4 dead letter(s) (every one of the open entries (no filter)) in the background" in started.text
     again = client.post("/dead-letters/replay", data=confirmed)  # a double click, or a second operator
     assert "a replay of all matching entries is already running" in again.text
     assert console.redis is not None
