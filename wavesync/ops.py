@@ -192,7 +192,8 @@ def wave_connection(settings: Settings, session: Any) -> list[dict[str, Any]]:
     return [entry]
 
 
-def _describe_connection(c: dict[str, Any]) -> str:
+def describe_connection(c: dict[str, Any]) -> str:
+    """One connection's state in words (status, and the console's overview)."""
     text = f"{c['system']} ({c['auth']}): {c['state'].replace('_', ' ')}"
     if c.get("since") and c["state"] != "connected":
         text += f" since {c['since'][:19].replace('T', ' ')} UTC"
@@ -253,7 +254,7 @@ def render_status(report: dict[str, Any]) -> str:
     if report.get("beat") is not None:
         parts.append(_describe_beat(report["beat"]))
     for connection in report.get("connections") or []:
-        parts.append("connection: " + _describe_connection(connection))
+        parts.append("connection: " + describe_connection(connection))
     if report.get("note"):
         parts.append(f"note: {report['note']}")
     return "\n\n".join(parts)

@@ -269,9 +269,10 @@ def console_environment(settings: Settings, env: dict[str, str]) -> bool:
     return True
 
 
-def preflight(env: dict[str, str]) -> None:
+def preflight(env: dict[str, str]) -> bool:
     """`wavesync doctor` against what `up` is about to run (its children's environment: embedded Redis, sandboxes),
-    so a first run shows at once what is wrong. Advice, not a gate: the service runs either way."""
+    so a first run shows at once what is wrong. Advice, not a gate: the service runs either way. True when every
+    check passed."""
     try:
         result = subprocess.run(
             [sys.executable, "-m", "wavesync", "doctor", "--preflight"],  # beat is starting with it: not checked
@@ -283,9 +284,10 @@ def preflight(env: dict[str, str]) -> None:
         )
     except subprocess.TimeoutExpired:
         print("preflight: `wavesync doctor` did not finish within 120 s; run it yourself")
-        return
+        return False
     print("preflight (`wavesync doctor`):")
     print(result.stdout.rstrip())
+    return result.returncode == 0
 
 
 def run_up(settings: Settings, *, seed: bool) -> int:
@@ -312,8 +314,13 @@ def run_up(settings: Settings, *, seed: bool) -> int:
         fleet.start(["worker"], ["beat"])
         if console_environment(settings, env):
             fleet.start(["console"])
-        preflight(env)
-        print("wavesync is running; Ctrl-C stops it")
+        if preflight(env):
+            print("wavesync is running; Ctrl-C stops it")
+        else:
+            print(
+                "wavesync is running, but the preflight found problems (above): it may not sync until they are fixed; "
+                "Ctrl-C stops it"
+            )
         while not stopping and fleet.alive():
             time.sleep(0.5)
         failed = not stopping

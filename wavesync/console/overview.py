@@ -12,17 +12,16 @@ from shared import history
 from shared.settings import ENTITIES
 from wavesync.console.auth import current_user
 from wavesync.console.core import console_of, login_redirect
-from wavesync.ops import collect_status
+from wavesync.ops import collect_status, describe_connection
 
 
-def _connections(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Whatever `status` knows of each connection, as rows (a section other work may add: shown as it is)."""
-    value = report.get("connections")
-    if isinstance(value, dict):
-        return [(str(k), v if isinstance(v, dict) else {"state": v}) for k, v in value.items()]
-    if isinstance(value, list):
-        return [(str(v.get("system", i)), v) for i, v in enumerate(value) if isinstance(v, dict)]
-    return []
+def _connections(report: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Each connection `status` reports: its system, its state in words, and whether it is in order."""
+    return [
+        (str(c.get("system", "?")), describe_connection(c), c.get("state") in ("connected", "static_token"))
+        for c in report.get("connections") or []
+        if isinstance(c, dict)
+    ]
 
 
 def overview(request: Request) -> Response:

@@ -72,6 +72,12 @@ def test_the_overview_says_which_beat_schedules_or_that_none_does(client: httpx.
         lease.release()
 
 
+def test_the_overview_says_the_connection_state_in_words(client: httpx.Client) -> None:
+    log_in(client)
+    # `status`'s own words, not a dump of its fields (token auth here: nothing to connect).
+    assert status_numbers(client.get("/").text)["connections.wave"] == "static token"
+
+
 def test_resolved_dead_letters_stay_visible_as_resolved(client: httpx.Client) -> None:
     log_in(client)
     open_page = client.get("/dead-letters").text
