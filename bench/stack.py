@@ -39,6 +39,7 @@ from shared.settings import Settings
 from shared.store.db import upgrade
 from shared.store.models import DeadLetter, Link
 from wavesync.embedded import EmbeddedRedis
+from wavesync.processes import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 CP_KEY = "bench-customerp-key"
@@ -224,7 +225,15 @@ class Stack:
         else:
             command = [sys.executable, "-m", "wavesync", *argv]
         with log.open("ab") as out:
-            process = subprocess.Popen(command, env=settings_env(self.settings), stdout=out, stderr=out, cwd=REPO)
+            # Gone with the bench, however it ends (a smoke test's timeout kills only the bench process).
+            process = subprocess.Popen(
+                command,
+                env=settings_env(self.settings),
+                stdout=out,
+                stderr=out,
+                cwd=REPO,
+                preexec_fn=die_with_parent(),
+            )
         child = Child(name, process, log)
         self.children.append(child)
         if wait:
@@ -236,7 +245,9 @@ class Stack:
         schedule = self.workdir / "celerybeat-schedule"
         argv = [sys.executable, "-m", "wavesync", "beat", "--loglevel", "WARNING", "-s", str(schedule)]
         with log.open("ab") as out:
-            process = subprocess.Popen(argv, env=settings_env(self.settings), stdout=out, stderr=out, cwd=REPO)
+            process = subprocess.Popen(
+                argv, env=settings_env(self.settings), stdout=out, stderr=out, cwd=REPO, preexec_fn=die_with_parent()
+            )
         child = Child("beat", process, log)
         self.children.append(child)
         return child
