@@ -37,6 +37,7 @@ class Filter:
     status: Literal["open", "resolved", "all"] = "open"
     error_class: str | None = None  # exact
     since: datetime | None = None  # last failure at or after
+    up_to: int | None = None  # ids at most this: what a confirmation page counted, not what arrived after it
 
     def apply(self, query: Any) -> Any:
         if self.status == "open":
@@ -56,6 +57,8 @@ class Filter:
             )
         if self.ids:
             query = query.where(DeadLetter.id.in_(self.ids))
+        if self.up_to is not None:
+            query = query.where(DeadLetter.id <= self.up_to)
         return query
 
 
@@ -144,9 +147,11 @@ class DeadLetters:
     ) -> int:
         """Re-enqueue every matching entry as a re-read of its source record. Returns how many were sent.
 
-        Entries stay: the worker removes one when its record syncs, or counts one more attempt when it fails
-        again. Each batch is marked replayed and committed before its messages go out, so a fast worker never
-        races this transaction for the row it is about to delete.
+        Entries stay: the worker resolves one when its record syncs, or counts one more attempt when it fails
+        again. Each batch is marked replayed, then its messages go out, then it commits: a fast worker's resolve
+        waits for this transaction's row writes, and a broker that refuses the messages rolls the marks back, so an
+        entry never says "replayed" for a message that was not sent (one sent twice is harmless). The filter is
+        applied again per batch: an entry that stopped matching meanwhile (resolved, say) is left alone.
         """
         with self.db.session() as session:
             ids = list(session.scalars(where.apply(select(DeadLetter.id)).order_by(DeadLetter.id)).all())
@@ -154,16 +159,15 @@ class DeadLetters:
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
             with self.db.session() as session:
-                rows = session.scalars(select(DeadLetter).where(DeadLetter.id.in_(chunk)).order_by(DeadLetter.id))
-                entries = list(rows)
-                messages = [replay_message(row) for row in entries]
-                # Sent before the replay is recorded: a broker that refuses them rolls the record back, so an entry
-                # never says "replayed" for a message that was not sent (one sent twice is harmless).
-                for message in messages:
-                    send(keys.SYNC_TASK[message.entity], message.to_json(), message.entity)
-                session.execute(update(DeadLetter).where(DeadLetter.id.in_(chunk)).values(replayed_at=utcnow()))
+                rows = session.scalars(where.apply(select(DeadLetter)).where(DeadLetter.id.in_(chunk)))
+                entries = sorted(rows, key=lambda row: row.id)
+                session.execute(
+                    update(DeadLetter).where(DeadLetter.id.in_([e.id for e in entries])).values(replayed_at=utcnow())
+                )
                 self._record(session, "replayed", entries)
-            sent += len(messages)
+                for message in (replay_message(row) for row in entries):
+                    send(keys.SYNC_TASK[message.entity], message.to_json(), message.entity)
+            sent += len(entries)
             if progress:
                 progress(sent, len(ids))
         return sent

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 PAGE = 50
 COUNT_CAP = 10_000  # the list's match count stops here ("10,000+"); a confirmation page counts exactly
 MAX_REASON = 200  # a longer "reason contains" is refused: SQLite refuses LIKE patterns of ~50,000 characters
-BATCH = 500  # ids per replay or purge transaction
+BATCH = 500  # entries per transaction of a background replay (progress and the lock's renewal go with it)
 # Held while a "replay all matching" runs (in any console process sharing the Redis): a second one, a double click
 # or another operator, is refused instead of re-queueing everything again. Renewed after each batch.
 REPLAY_LOCK = f"{keys.PREFIX}:lock:console:replay-all"
@@ -86,18 +86,6 @@ def _extent(console: Console, where: Filter) -> tuple[int, int | None]:
         return int(count or 0), (int(highest) if highest is not None else None)
 
 
-def _confirmed_ids(console: Console, where: Filter, up_to: int) -> list[int]:
-    """The entries a confirmation named: those that match now and were there when it was shown (id <= up_to)."""
-    with console.db.session() as session:
-        query = where.apply(select(DeadLetter.id)).where(DeadLetter.id <= up_to).order_by(DeadLetter.id)
-        return list(session.scalars(query).all())
-
-
-def _batches(where: Filter, ids: list[int]) -> list[Filter]:
-    # The filter stays on: an entry that stopped matching meanwhile (resolved, say) is left alone.
-    return [dataclasses.replace(where, ids=tuple(ids[i : i + BATCH])) for i in range(0, len(ids), BATCH)]
-
-
 def replay_running(console: Console) -> bool:
     if console.replay_progress is not None:
         return True
@@ -107,29 +95,30 @@ def replay_running(console: Console) -> bool:
         return False
 
 
-def start_replay(console: Console, where: Filter, ids: list[int]) -> bool:
-    """Replay these entries in a background thread unless a replay of all matching runs already (here, or in any
-    console on the same Redis); False when one does."""
+def start_replay(console: Console, where: Filter, count: int) -> bool:
+    """Replay the `count` entries `where` names in a background thread unless a replay of all matching runs already
+    (here, or in any console on the same Redis); False when one does."""
     lock = None
     if console.redis is not None:
         lock = console.redis.lock(REPLAY_LOCK, timeout=REPLAY_LOCK_TTL, blocking=False, thread_local=False)
     with console._lock:
         if console.replay_progress is not None or (lock is not None and not lock.acquire()):
             return False
-        console.replay_progress = (0, len(ids))
+        console.replay_progress = (0, count)
         console.replay_error = None
 
+    def batch_done(sent: int, total: int) -> None:
+        console.replay_progress = (sent, total)
+        if lock is not None:
+            lock.reacquire()
+
     def run() -> None:
-        sent = 0
         try:
-            for batch in _batches(where, ids):
-                sent += DeadLetters(console.db, console.settings).replay(batch, console.send)
-                console.replay_progress = (sent, len(ids))
-                if lock is not None:
-                    lock.reacquire()
-            log.info("console: replayed %d dead letter(s) of %d confirmed", sent, len(ids))
+            sent = DeadLetters(console.db, console.settings).replay(where, console.send, batch_done, batch=BATCH)
+            log.info("console: replayed %d dead letter(s) of %d confirmed", sent, count)
         except Exception as exc:  # noqa: BLE001 - a failed run is reported on the page
-            console.replay_error = console.redact(f"the last replay stopped after {sent} of {len(ids)}: {exc}")
+            done = (console.replay_progress or (0, count))[0]
+            console.replay_error = console.redact(f"the last replay stopped after {done} of {count}: {exc}")
             log.warning("console replay failed: %s", console.replay_error)
         finally:
             console.replay_progress = None
@@ -245,18 +234,28 @@ async def _selected_action(request: Request) -> Response | tuple[Console, Any, F
     return console_of(request), form, *selection
 
 
-def _confirmation(
-    request: Request, console: Console, form: Any, template: str, count: int, up_to: int, described: str
-) -> Response:
+async def _confirmed(
+    request: Request, console: Console, form: Any, where: Filter, described: str, verb: str, nothing: str
+) -> Response | Filter:
+    """Before an action on everything a filter matches: the confirmation page (or, with nothing to act on, back to
+    the list); once confirmed, the filter bounded to what that page counted."""
+    up_to = row_id(form.get("up_to"))
+    if form.get("confirm") == "yes" and up_to is not None:
+        return dataclasses.replace(where, up_to=up_to)
+    count, highest = await in_thread(_extent, console, where)
+    if highest is None:
+        flash(request, nothing, "warn")
+        return RedirectResponse(_back(form), status_code=303)
     # The form as it came (the filter or the ids), plus the highest id this page names.
     fields = [(k, Typed(str(v))) for k, v in form.multi_items() if k not in ("csrf", "confirm", "up_to")]
     return console.render(
         request,
-        template,
+        "confirm_dead_letters.html",
         page="dead-letters",
+        verb=verb,
         count=f"{count:,}",
         described=described,
-        fields=[*fields, ("up_to", up_to)],
+        fields=[*fields, ("up_to", highest)],
     )
 
 
@@ -269,25 +268,22 @@ async def replay(request: Request) -> Response:
         count = await in_thread(DeadLetters(console.db, console.settings).replay, where, console.send)
         flash(request, f"replayed {count} dead letter(s) ({described}): each is re-read and synced; see its status")
         return RedirectResponse(_back(form), status_code=303)
-    up_to = row_id(form.get("up_to"))
-    if form.get("confirm") != "yes" or up_to is None:
-        count, highest = await in_thread(_extent, console, where)
-        if highest is None:
-            flash(request, "no dead letter matches the filter: nothing to replay", "warn")
-            return RedirectResponse(_back(form), status_code=303)
-        return _confirmation(request, console, form, "confirm_replay.html", count, highest, described)
-    ids = await in_thread(_confirmed_ids, console, where, up_to)
+    nothing = "no dead letter matches the filter: nothing to replay"
+    confirmed = await _confirmed(request, console, form, where, described, "Replay", nothing)
+    if isinstance(confirmed, Response):
+        return confirmed
+    count, _highest = await in_thread(_extent, console, confirmed)
     try:
-        started = bool(ids) and start_replay(console, where, ids)
+        started = count > 0 and start_replay(console, confirmed, count)
     except redis.RedisError as exc:
         flash(request, console.redact(f"cannot start the replay: Redis answered {exc}"), "error")
         return RedirectResponse(_back(form), status_code=303)
-    if not ids:
+    if not count:
         flash(request, "no dead letter matches the filter any more: nothing to replay", "warn")
     elif started:
         flash(
             request,
-            f"replaying {len(ids):,} dead letter(s) ({described}) in the background: each is re-read and synced; "
+            f"replaying {count:,} dead letter(s) ({described}) in the background: each is re-read and synced; "
             "reload to follow",
         )
     else:
@@ -300,19 +296,11 @@ async def purge(request: Request) -> Response:
     if isinstance(selected, Response):
         return selected
     console, form, where, described = selected
-    up_to = row_id(form.get("up_to"))
-    if form.get("confirm") != "yes" or up_to is None:
-        count, highest = await in_thread(_extent, console, where)
-        if highest is None:
-            flash(request, "no dead letter matches: nothing to purge", "warn")
-            return RedirectResponse(_back(form), status_code=303)
-        return _confirmation(request, console, form, "confirm_purge.html", count, highest, described)
-
-    def confirmed() -> int:
-        dead = DeadLetters(console.db, console.settings)
-        return sum(dead.purge(batch) for batch in _batches(where, _confirmed_ids(console, where, up_to)))
-
-    count = await in_thread(confirmed)
+    nothing = "no dead letter matches: nothing to purge"
+    confirmed = await _confirmed(request, console, form, where, described, "Purge", nothing)
+    if isinstance(confirmed, Response):
+        return confirmed
+    count = await in_thread(DeadLetters(console.db, console.settings).purge, confirmed)
     flash(request, f"purged {count} dead letter(s) ({described}); the records stay as they are in both systems")
     back = _back(form)
     return RedirectResponse("/dead-letters" if back.startswith("/dead-letters/") else back, status_code=303)
