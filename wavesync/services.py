@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
+from sqlalchemy import inspect
 
 from sandboxes.customerp.app import CustomerpSandboxConfig
 from sandboxes.customerp.app import create_app as create_customerp_app
@@ -25,7 +26,7 @@ from sandboxes.wave.config import WaveSandboxConfig
 from sandboxes.wave.oauth import OAuthSandboxConfig
 from shared import keys
 from shared.settings import Settings, SettingsError
-from shared.store.db import upgrade
+from shared.store.db import make_engine, upgrade
 from wavesync.embedded import EmbeddedRedis
 from wavesync.processes import LockBusy, die_with_parent, lock_exclusively
 
@@ -196,26 +197,38 @@ def sandboxes_embedded(settings: Settings) -> bool:
     return not ({"customerp_url", "wave_url"} & settings.model_fields_set)
 
 
-def start_sandbox_state_afresh(settings: Settings) -> list[Path]:
-    """With embedded sandboxes, remove what an earlier run left in WAVESYNC_DATA_DIR; returns what it removed.
+def start_sandbox_state_afresh(settings: Settings) -> list[str]:
+    """With embedded sandboxes, clear what an earlier run left in WAVESYNC_DATA_DIR; returns what it cleared.
 
     The sandboxes keep their records in memory and are seeded anew on every start, so the links, watermarks and dead
     letters of an earlier run would name records that no longer exist (reconcile then finds dozens of "deleted" and
-    the workers dead-letter "no longer exists"). Only files in the data directory go: the SQLite link store and the
-    embedded Valkey's files. Against real systems (either URL set) nothing is touched."""
+    the workers dead-letter "no longer exists"). Only what lives in the data directory goes: the SQLite link store's
+    tables (dropped, not the file unlinked: a process that has it open, a console say, would go on reading the
+    deleted file) and the embedded Valkey's files. Against real systems (either URL set) nothing is touched."""
     if not sandboxes_embedded(settings):
         return []
     data = settings.data_dir.resolve()
-    doomed: list[Path] = []
+    cleared: list[str] = []
     if settings.database_url.startswith("sqlite:"):
         store = Path(settings.database_url.split("///", 1)[-1]).resolve()
-        if store.parent == data:
-            doomed += [p for p in (store, Path(f"{store}-wal"), Path(f"{store}-shm")) if p.exists()]
+        if store.parent == data and store.is_file() and _drop_tables(settings.database_url):
+            cleared.append("the link store")
     if settings.redis_url is None and (data / "redis").is_dir():
-        doomed.append(data / "redis")
-    for path in doomed:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return doomed
+        shutil.rmtree(data / "redis")  # before the embedded Valkey starts: nothing has it open
+        cleared.append("the embedded Valkey's data")
+    return cleared
+
+
+def _drop_tables(url: str) -> bool:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            tables = inspect(connection).get_table_names()
+            for table in tables:
+                connection.exec_driver_sql(f'DROP TABLE "{table}"')
+        return bool(tables)
+    finally:
+        engine.dispose()
 
 
 def embedded_environment(settings: Settings, stack: ExitStack, *, seed: bool) -> dict[str, str]:
@@ -302,10 +315,11 @@ def run_up(settings: Settings, *, seed: bool) -> int:
     with ExitStack() as stack:
         lock = hold_data_dir(settings)
         stack.callback(os.close, lock)
-        if start_sandbox_state_afresh(settings):
+        cleared = start_sandbox_state_afresh(settings)
+        if cleared:
             print(
-                "embedded sandboxes start with new records every run: so does the sync state (the earlier run's "
-                "links and Redis data in WAVESYNC_DATA_DIR were removed)"
+                "embedded sandboxes start with new records every run: so does the sync state (cleared "
+                f"{' and '.join(cleared)} of the earlier run in WAVESYNC_DATA_DIR)"
             )
         env = embedded_environment(settings, stack, seed=seed)
         upgrade(settings.database_url)

@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, inspect
 
 from sandboxes.serve import free_port
 from shared.settings import Settings
+from shared.store.db import Database, upgrade
+from shared.store.link_state import Settled
+from shared.store.links import save_link
 from tests.wavesync.test_processes import alive, wait_gone
 from wavesync.processes import lock_exclusively
 from wavesync.services import start_sandbox_state_afresh
@@ -109,26 +113,57 @@ def _settings_for(data_dir: Path, **given: str) -> Settings:
     return Settings(data_dir=data_dir, redis_url=None, database_url=f"sqlite:///{data_dir / 'wavesync.db'}", **given)
 
 
-def _an_earlier_run(data_dir: Path) -> list[Path]:
-    left = [data_dir / "wavesync.db", data_dir / "wavesync.db-wal", data_dir / "redis" / "appendonlydir" / "x.aof"]
-    for path in left:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("an earlier run's")
-    (data_dir / "celerybeat-schedule").write_text("kept")
-    return left
+def _an_earlier_run(data_dir: Path) -> Path:
+    """A link store with a link in it, and the embedded Valkey's files, as a run leaves them; its store's path."""
+    settings = _settings_for(data_dir)
+    upgrade(settings.database_url)
+    with Database(settings.database_url).session() as session:
+        save_link(
+            session,
+            None,
+            entity="customers",
+            customerp_id="c1",
+            wave_id="w1",
+            state=Settled({}),
+            customerp_version="1",
+            wave_version="1",
+        )
+    aof = data_dir / "redis" / "appendonlydir" / "x.aof"
+    aof.parent.mkdir(parents=True)
+    aof.write_text("an earlier run's")
+    return data_dir / "wavesync.db"
+
+
+def _tables(store: Path) -> list[str]:
+    engine = create_engine(f"sqlite:///{store}")
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
 
 
 def test_embedded_sandboxes_start_the_sync_state_afresh_and_real_systems_keep_it(tmp_path: Path) -> None:
     """The embedded sandboxes are seeded anew on every `up`: links and watermarks from an earlier run would name
     records that no longer exist (a new operator's second `up` found 37 problems in `reconcile --check`)."""
     embedded = tmp_path / "embedded"
-    _an_earlier_run(embedded)
-    removed = start_sandbox_state_afresh(_settings_for(embedded))
-    assert sorted(p.name for p in removed) == ["redis", "wavesync.db", "wavesync.db-wal"]
-    assert sorted(p.name for p in embedded.iterdir()) == ["celerybeat-schedule"]
+    store = _an_earlier_run(embedded)
+    # A process that has the store open (here: an engine with a pooled connection) sees it emptied, not a file
+    # unlinked under it that it would go on reading.
+    reader = create_engine(f"sqlite:///{store}")
+    with reader.connect() as connection:
+        assert connection.exec_driver_sql("select count(*) from links").scalar_one() == 1
+    cleared = start_sandbox_state_afresh(_settings_for(embedded))
+    assert cleared == ["the link store", "the embedded Valkey's data"]
+    assert _tables(store) == []
+    assert not (embedded / "redis").exists()
+    upgrade(f"sqlite:///{store}")
+    with reader.connect() as connection:
+        assert connection.exec_driver_sql("select count(*) from links").scalar_one() == 0
+    reader.dispose()
 
     real = tmp_path / "real"
-    left = _an_earlier_run(real)
+    kept = _an_earlier_run(real)
     customerp = {"customerp_url": "http://127.0.0.1:1", "customerp_api_key": "a-real-key"}
     assert start_sandbox_state_afresh(_settings_for(real, **customerp)) == []
-    assert all(path.exists() for path in left)
+    assert "links" in _tables(kept)
+    assert (real / "redis" / "appendonlydir" / "x.aof").exists()
